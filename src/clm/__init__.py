@@ -1,0 +1,1 @@
+"""CLM: self-hosted Customer Lifecycle Management."""

@@ -1,0 +1,3 @@
+from clm.cli import main
+
+main()

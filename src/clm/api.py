@@ -1,0 +1,109 @@
+"""The REST API root: /api/v1/…, OpenAPI at /api/openapi.json, docs at /api/docs.
+
+Auth: `Authorization: Bearer <token>` (hashed API tokens with read or read-write scope) or
+the UI session (with CSRF). Every error is JSON: {"code", "message", "field"}.
+"""
+
+from __future__ import annotations
+
+from django.http import Http404, HttpRequest
+from ninja import NinjaAPI
+from ninja.errors import AuthenticationError, HttpError
+from ninja.errors import ValidationError as NinjaValidationError
+from ninja.security import APIKeyCookie, HttpBearer
+
+from clm.accounts.services import api_token_authenticate
+from clm.core.errors import DomainError, PermissionDenied
+
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+
+
+class TokenAuth(HttpBearer):
+    def authenticate(self, request: HttpRequest, token: str):
+        api_token = api_token_authenticate(token)
+        if api_token is None:
+            return None
+        if request.method not in SAFE_METHODS and not api_token.can_write():
+            raise PermissionDenied("This API token is read-only.", code="token_read_only")
+        request.user = api_token.user
+        request.api_token = api_token
+        return api_token.user
+
+
+class SessionAuth(APIKeyCookie):
+    """The UI's session cookie; CSRF is checked for writes."""
+
+    param_name = "sessionid"
+
+    def __init__(self) -> None:
+        super().__init__(csrf=True)
+
+    def authenticate(self, request: HttpRequest, key: str | None):
+        if request.user.is_authenticated:
+            return request.user
+        return None
+
+
+api = NinjaAPI(
+    title="CLM API",
+    version="1",
+    description="Customer Lifecycle Management. Errors: {code, message, field}.",
+    auth=[TokenAuth(), SessionAuth()],
+    urls_namespace="api",
+    docs_url="/docs",
+    openapi_url="/openapi.json",
+)
+
+
+@api.exception_handler(DomainError)
+def _domain_error(request, exc: DomainError):
+    return api.create_response(request, exc.as_dict(), status=exc.status)
+
+
+@api.exception_handler(NinjaValidationError)
+def _validation_error(request, exc: NinjaValidationError):
+    errors = []
+    for err in exc.errors:
+        loc = [str(p) for p in err.get("loc", []) if p not in ("body", "query", "path", "payload")]
+        errors.append({"field": ".".join(loc) or None, "message": err.get("msg", "Invalid.")})
+    first = errors[0] if errors else {"field": None, "message": "Invalid input."}
+    body = {"code": "invalid", "message": first["message"], "field": first["field"],
+            "errors": errors}
+    return api.create_response(request, body, status=422)
+
+
+@api.exception_handler(AuthenticationError)
+def _auth_error(request, exc):
+    return api.create_response(
+        request, {"code": "unauthenticated", "message": "Authentication required.", "field": None},
+        status=401)
+
+
+@api.exception_handler(Http404)
+def _not_found(request, exc):
+    return api.create_response(request, {"code": "not_found", "message": "Not found.",
+                                         "field": None}, status=404)
+
+
+@api.exception_handler(HttpError)
+def _http_error(request, exc: HttpError):
+    return api.create_response(request, {"code": "error", "message": str(exc), "field": None},
+                               status=exc.status_code)
+
+
+def _mount() -> None:
+    from clm.customers.api import companies_router, contacts_router, properties_router
+    from clm.timeline.api import events_router
+
+    api.add_router("/v1/contacts", contacts_router)
+    api.add_router("/v1/companies", companies_router)
+    api.add_router("/v1/properties", properties_router)
+    api.add_router("/v1/events", events_router)
+    for module in ("clm.lifecycle.api", "clm.analytics.api", "clm.engagement.api"):
+        router_mod = __import__(module, fromlist=["router"])
+        prefix = getattr(router_mod, "PREFIX", None)
+        if prefix and getattr(router_mod, "router", None) is not None:
+            api.add_router(prefix, router_mod.router)
+
+
+_mount()

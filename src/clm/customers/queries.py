@@ -1,0 +1,92 @@
+"""Reads shared by the UI, API, export and reports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.db.models import Q, QuerySet
+
+from clm.accounts.queries import visible
+from clm.customers.models import Company, ConsentRecord, Contact, FieldChange, ObjectType
+
+CONTACT_SORTS = {"created_at", "updated_at", "last_name", "email", "last_activity_at", "id"}
+COMPANY_SORTS = {"created_at", "updated_at", "name", "id"}
+CONTACT_FILTERS = {"owner", "company", "country", "stage", "source", "tag", "age_band",
+                   "income_band", "created_after", "created_before", "has_email"}
+
+
+def contacts_visible(user) -> QuerySet[Contact]:
+    return visible(Contact.objects.all(), user)
+
+
+def companies_visible(user) -> QuerySet[Company]:
+    return visible(Company.objects.all(), user)
+
+
+def contacts_search(qs: QuerySet[Contact], text: str | None) -> QuerySet[Contact]:
+    """Search by name or email (prefix on each word of the name; substring of the email)."""
+    text = (text or "").strip().lower()
+    if not text:
+        return qs
+    if "@" in text:
+        return qs.filter(email__startswith=text) if not text.startswith("@") else \
+            qs.filter(email__endswith=text)
+    q = Q(search_text__startswith=text) | Q(last_name__istartswith=text) | \
+        Q(email__startswith=text)
+    if text.isdigit() or text.startswith("+"):
+        q |= Q(phone__contains=text.lstrip("+"))
+    return qs.filter(q)
+
+
+def contacts_filter(qs: QuerySet[Contact], filters: dict) -> QuerySet[Contact]:
+    """Apply the allowlisted filters present in `filters` (ignore empty values)."""
+    for key, value in filters.items():
+        if value in (None, "") or key not in CONTACT_FILTERS:
+            continue
+        if key == "owner":
+            qs = qs.filter(owner__isnull=True) if value == "none" else qs.filter(owner_id=value)
+        elif key == "company":
+            qs = qs.filter(company_id=value)
+        elif key == "tag":
+            qs = qs.filter(tags__name=str(value).lower())
+        elif key == "created_after":
+            qs = qs.filter(created_at__gte=value)
+        elif key == "created_before":
+            qs = qs.filter(created_at__lt=value)
+        elif key == "has_email":
+            qs = qs.filter(email__isnull=not value)
+        elif key == "country":
+            qs = qs.filter(country=str(value).upper())
+        else:
+            qs = qs.filter(**{key: value})
+    return qs
+
+
+def companies_search(qs: QuerySet[Company], text: str | None) -> QuerySet[Company]:
+    text = (text or "").strip()
+    if not text:
+        return qs
+    return qs.filter(Q(name__istartswith=text) | Q(domain__startswith=text.lower()))
+
+
+def consent_current(contact: Contact) -> dict[str, ConsentRecord]:
+    """The latest consent row per purpose."""
+    current: dict[str, ConsentRecord] = {}
+    for record in contact.consents.order_by("purpose", "-occurred_at", "-pk"):
+        current.setdefault(record.purpose, record)
+    return current
+
+
+def audit_for(object_type: str, object_id: int) -> QuerySet[FieldChange]:
+    return (FieldChange.objects.filter(object_type=object_type, object_id=object_id)
+            .select_related("actor").order_by("-changed_at", "-pk"))
+
+
+def contact_audit(contact: Contact) -> QuerySet[FieldChange]:
+    return audit_for(ObjectType.CONTACT, contact.pk)
+
+
+@dataclass
+class DuplicateGroup:
+    reason: str
+    contacts: list[Contact]

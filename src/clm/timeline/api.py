@@ -1,0 +1,5 @@
+"""Events API, including the idempotent bulk ingest (built out in the API work)."""
+
+from ninja import Router
+
+events_router = Router(tags=["events"])
