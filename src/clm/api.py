@@ -91,19 +91,23 @@ def _http_error(request, exc: HttpError):
                                status=exc.status_code)
 
 
-def _mount() -> None:
-    from clm.customers.api import companies_router, contacts_router, properties_router
-    from clm.timeline.api import events_router
+# Each module exposes ROUTES: [(prefix, Router)]; listed here so the API's shape is explicit.
+API_MODULES = [
+    "clm.customers.api",
+    "clm.customers.api_imports",
+    "clm.timeline.api",
+    "clm.lifecycle.api",
+    "clm.analytics.api",
+    "clm.engagement.api",
+]
 
-    api.add_router("/v1/contacts", contacts_router)
-    api.add_router("/v1/companies", companies_router)
-    api.add_router("/v1/properties", properties_router)
-    api.add_router("/v1/events", events_router)
-    for module in ("clm.lifecycle.api", "clm.analytics.api", "clm.engagement.api"):
-        router_mod = __import__(module, fromlist=["router"])
-        prefix = getattr(router_mod, "PREFIX", None)
-        if prefix and getattr(router_mod, "router", None) is not None:
-            api.add_router(prefix, router_mod.router)
+
+def _mount() -> None:
+    from importlib import import_module
+
+    for module_path in API_MODULES:
+        for prefix, router in getattr(import_module(module_path), "ROUTES", []):
+            api.add_router(prefix, router)
 
 
 _mount()

@@ -174,6 +174,8 @@ TASKS = {
 # called with a list of event ids after the transaction that wrote them commits.
 CLM_EVENT_CONSUMERS: list[str] = [
     "clm.lifecycle.consumers.on_events_committed",
+    "clm.analytics.consumers.on_events_committed",
+    "clm.engagement.consumers.on_events_committed",
 ]
 
 # Email

@@ -73,3 +73,15 @@ def test_custom_properties_are_validated():
     with pytest.raises(ValidationFailed) as err:
         services.contact_update(contact=contact, properties={"nope": 1})
     assert err.value.code == "unknown_property"
+
+
+def test_upsert_is_idempotent():
+    contact, outcome = services.contact_upsert(data={"email": "u@example.com", "first_name": "U"},
+                                               tags=["a"])
+    assert outcome == "created"
+    again, outcome = services.contact_upsert(data={"email": "U@Example.com", "first_name": "U"},
+                                             tags=["a"])
+    assert (again.pk, outcome) == (contact.pk, "unchanged")
+    _, outcome = services.contact_upsert(data={"email": "u@example.com", "first_name": "V"})
+    assert outcome == "updated"
+    assert Event.objects.filter(contact=contact).count() == 2

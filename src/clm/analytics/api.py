@@ -1,4 +1,3 @@
-"""API of the analytics app (mounted under PREFIX when a router exists)."""
+"""API of the analytics app: ROUTES lists (prefix, Router) pairs mounted under /api/."""
 
-PREFIX = None
-router = None
+ROUTES: list = []

@@ -340,3 +340,90 @@ def property_definition_update(*, definition: PropertyDefinition, label: str | N
 def property_definition_delete(*, definition: PropertyDefinition) -> None:
     """Delete a definition; values already stored on records stay in their properties."""
     definition.delete()
+
+
+class UpsertOutcome:
+    CREATED = "created"
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+
+
+def contact_find(*, email: str | None = None, external_id: str | None = None) -> Contact | None:
+    """The contact with this external id, else with this (normalised) email, else None."""
+    from clm.core.normalize import normalize_email
+
+    if external_id:
+        found = Contact.objects.filter(external_id=str(external_id).strip()).first()
+        if found is not None:
+            return found
+    if email:
+        normalized = normalize_email(email)
+        if normalized:
+            return Contact.objects.filter(email=normalized).first()
+    return None
+
+
+@transaction.atomic
+def contact_upsert(*, data: dict[str, Any], properties: dict[str, Any] | None = None,
+                   tags: list[str] | None = None, actor=None, via: str = "api",
+                   created_at: datetime | None = None) -> tuple[Contact, str]:
+    """Create or update the contact identified by `external_id` or `email` in `data`.
+
+    Returns (contact, outcome) with outcome one of UpsertOutcome; running the same upsert
+    twice gives UNCHANGED the second time and writes nothing.
+    """
+    email, external_id = data.get("email"), data.get("external_id")
+    if not email and not external_id:
+        raise ValidationFailed("A contact needs an email or an external_id to be matched.",
+                               field="email", code="required")
+    existing = contact_find(email=email, external_id=external_id)
+    if existing is None:
+        try:
+            with transaction.atomic():
+                contact = contact_create(data=data, properties=properties, tags=tags,
+                                         actor=actor, via=via, created_at=created_at)
+            return contact, UpsertOutcome.CREATED
+        except Conflict:
+            # Another request created it between our lookup and insert: update that one.
+            existing = contact_find(email=email, external_id=external_id)
+            if existing is None:
+                raise
+    # Tags in an upsert add to what the contact has; they never remove.
+    merged_tags = None
+    if tags:
+        current = list(existing.tags.values_list("name", flat=True))
+        merged_tags = current + [t for t in _normalize_tags(tags) if t not in current]
+    contact, changes = contact_update(contact=existing, data=data, properties=properties,
+                                      tags=merged_tags, actor=actor, via=via)
+    return contact, UpsertOutcome.UPDATED if changes else UpsertOutcome.UNCHANGED
+
+
+def company_find(*, domain: str | None = None, external_id: str | None = None,
+                 name: str | None = None) -> Company | None:
+    from clm.core.normalize import normalize_domain
+
+    if external_id:
+        found = Company.objects.filter(external_id=str(external_id).strip()).first()
+        if found is not None:
+            return found
+    if domain:
+        found = Company.objects.filter(domain=normalize_domain(domain)).first()
+        if found is not None:
+            return found
+    if name:
+        return Company.objects.filter(name__iexact=str(name).strip()).order_by("pk").first()
+    return None
+
+
+@transaction.atomic
+def company_upsert(*, data: dict[str, Any], properties: dict[str, Any] | None = None,
+                   actor=None, via: str = "api") -> tuple[Company, str]:
+    """Create or update the company identified by external_id, else domain, else exact name."""
+    existing = company_find(domain=data.get("domain"), external_id=data.get("external_id"),
+                            name=data.get("name"))
+    if existing is None:
+        return company_create(data=data, properties=properties, actor=actor, via=via), \
+            UpsertOutcome.CREATED
+    company, changes = company_update(company=existing, data=data, properties=properties,
+                                      actor=actor, via=via)
+    return company, UpsertOutcome.UPDATED if changes else UpsertOutcome.UNCHANGED

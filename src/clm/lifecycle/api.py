@@ -1,4 +1,3 @@
-"""API of the lifecycle app (mounted under PREFIX when a router exists)."""
+"""API of the lifecycle app: ROUTES lists (prefix, Router) pairs mounted under /api/."""
 
-PREFIX = None
-router = None
+ROUTES: list = []

@@ -3,3 +3,5 @@
 from ninja import Router
 
 events_router = Router(tags=["events"])
+
+ROUTES = [("/v1/events", events_router)]

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import NoReverseMatch, reverse
 
-from clm.web.navigation import NAV
+from clm.web.navigation import nav_entries
 
 
 def navigation(request) -> dict:
@@ -11,7 +11,7 @@ def navigation(request) -> dict:
     if user is None or not user.is_authenticated:
         return {"nav_sections": []}
     sections: dict[str, list[dict]] = {}
-    for section, label, url_name, perm in NAV:
+    for section, label, url_name, perm in nav_entries():
         if perm and not user.has_perm(perm):
             continue
         try:

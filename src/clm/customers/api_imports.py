@@ -1,0 +1,3 @@
+"""Import, export and duplicate-merge API (built out in the import work)."""
+
+ROUTES: list = []

@@ -1,0 +1,3 @@
+"""URLs of the import wizard and duplicate review (included under /contacts/)."""
+
+urlpatterns: list = []
