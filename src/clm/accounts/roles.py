@@ -13,6 +13,7 @@ CRM_MODELS: dict[str, list[str]] = {
     "customers": ["contact", "company", "consentrecord", "propertydefinition", "importjob",
                   "mergerecord"],
     "timeline": ["event"],
+    "analytics": ["transaction", "contactscore", "refreshrun"],
 }
 
 ROLE_DEFAULTS: dict[str, dict] = {

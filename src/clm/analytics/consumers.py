@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from clm.analytics.services import transactions_from_events
+
 
 def on_events_committed(event_ids: list[int]) -> None:
-    """Handle newly committed events (filled in by the app's work)."""
+    """Record the purchases of committed `order.completed` events (idempotent, in bulk)."""
+    transactions_from_events(event_ids)

@@ -1,3 +1,5 @@
 """Navigation entries of the analytics app: (section, label, url name, permission or None)."""
 
-NAV: list[tuple[str, str, str, str | None]] = []
+NAV: list[tuple[str, str, str, str | None]] = [
+    ("Insight", "Lifetime value", "analytics:clv_model", "analytics.view_contactscore"),
+]

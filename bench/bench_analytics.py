@@ -1,0 +1,262 @@
+"""Benchmark: CLM's CLV refresh vs the `lifetimes` package on the same synthetic purchases.
+
+Stages, each in its own process (so peak memory is per stage):
+  ours       model path from in-memory transactions: summary, BG/NBD + Gamma-Gamma fits,
+             CLV, P(alive) and expected purchases for every customer (NumPy/SciPy)
+  lifetimes  the same with lifetimes: summary_data_from_transaction_data, BetaGeoFitter,
+             GammaGammaFitter, customer_lifetime_value, conditional_probability_alive
+  e2e        CLM's full refresh on a database (SQLite file, or DATABASE_URL when given):
+             SQL summary, fits, scores, health, write-back of every ContactScore row
+
+Run: `python -m bench.bench_analytics --customers 100000` (default 1,000,000 customers with
+about 10 transactions each). `run(ctx)` returns the markdown report for bench/run.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+AS_OF = "2024-12-31"
+EPOCH = np.datetime64("1970-01-01", "D")
+
+
+def generate(n_customers: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Purchases drawn from a BG/NBD + Gamma-Gamma world: (contact id, day, amount, as_of day).
+
+    First purchases spread over 2023-2024; about 10 transactions per customer on average.
+    """
+    rng = np.random.default_rng(seed)
+    as_of_day = int((np.datetime64(AS_OF) - EPOCH).astype(int))
+    start_day = as_of_day - 730
+    first = start_day + rng.integers(0, 700, n_customers)
+    window = (as_of_day - first).astype(np.float64)
+    lam = rng.gamma(shape=2.0, scale=1 / 28.0, size=n_customers)   # purchases per day
+    p = rng.beta(1.0, 6.0, n_customers)                             # dropout after a purchase
+    alive_for = rng.geometric(np.maximum(p, 1e-6)) - 1               # purchases before dropout
+    would_buy = rng.poisson(lam * window)
+    dropped = alive_for < would_buy
+    repeat = np.minimum(np.minimum(would_buy, alive_for), 200)
+    # A customer who dropped out buys only in the first part of the window.
+    active = np.where(dropped, window * (alive_for + 1) / (would_buy + 1), window)
+    counts = 1 + repeat
+    contact = np.repeat(np.arange(1, n_customers + 1, dtype=np.int64), counts)
+    offsets = rng.random(contact.size) * np.repeat(active, counts)
+    is_first = np.zeros(contact.size, dtype=bool)
+    is_first[np.concatenate([[0], np.cumsum(counts)[:-1]])] = True
+    offsets[is_first] = 0.0
+    day = np.repeat(first, counts) + offsets.astype(np.int64)
+    nu = rng.gamma(shape=3.0, scale=1 / 20.0, size=n_customers)
+    amount = np.round(rng.gamma(shape=6.0, scale=1.0 / np.repeat(nu, counts)), 2) + 0.01
+    return contact, day, amount, as_of_day
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def stage_ours(n: int) -> dict:
+    contact, day, amount, as_of_day = generate(n)
+    from clm.analytics import scoring
+
+    t0 = time.perf_counter()
+    summary = scoring.summary_from_arrays(contact, day, amount, as_of_day)
+    t1 = time.perf_counter()
+    result = scoring.score(summary, as_of_day)
+    t2 = time.perf_counter()
+    bg, gg = result.bgnbd, result.gamma_gamma
+    return {"seconds": t2 - t0, "summary_s": t1 - t0, "steps": result.timings,
+            "transactions": int(contact.size), "customers": len(summary.contact_id),
+            "params": {**bg.params, **gg.params}, "bg_ll": bg.log_likelihood,
+            "mean_clv": float(np.nanmean(result.predicted_clv)),
+            "mean_p_alive": float(np.nanmean(result.p_alive)), "peak_mb": _peak_mb()}
+
+
+def stage_lifetimes(n: int) -> dict:
+    import warnings
+
+    import pandas as pd
+
+    warnings.filterwarnings("ignore")
+    from lifetimes import BetaGeoFitter, GammaGammaFitter
+    from lifetimes.utils import summary_data_from_transaction_data
+
+    contact, day, amount, _ = generate(n)
+    frame = pd.DataFrame({"id": contact, "date": (EPOCH + day).astype("datetime64[ns]"),
+                          "amount": amount})
+    del contact, day, amount
+    t0 = time.perf_counter()
+    summary = summary_data_from_transaction_data(
+        frame, "id", "date", monetary_value_col="amount",
+        observation_period_end=pd.Timestamp(AS_OF), freq="D", freq_multiplier=7)
+    t1 = time.perf_counter()
+    bgf = BetaGeoFitter(penalizer_coef=0.0).fit(summary["frequency"], summary["recency"],
+                                                summary["T"])
+    t2 = time.perf_counter()
+    repeat = summary[summary["frequency"] > 0]
+    ggf = GammaGammaFitter(penalizer_coef=0.0).fit(repeat["frequency"], repeat["monetary_value"])
+    t3 = time.perf_counter()
+    clv = ggf.customer_lifetime_value(bgf, summary["frequency"], summary["recency"],
+                                      summary["T"], summary["monetary_value"], time=12,
+                                      discount_rate=0.01, freq="W")
+    p_alive = bgf.conditional_probability_alive(summary["frequency"], summary["recency"],
+                                                summary["T"])
+    bgf.conditional_expected_number_of_purchases_up_to_time(90 / 7, summary["frequency"],
+                                                            summary["recency"], summary["T"])
+    t4 = time.perf_counter()
+    bp, gp = bgf.params_, ggf.params_
+    return {"seconds": t4 - t0, "summary_s": t1 - t0, "steps": {
+                "bgnbd_fit": t2 - t1, "gamma_gamma_fit": t3 - t2, "predict": t4 - t3},
+            "customers": len(summary),
+            "params": {"r": bp["r"], "alpha": bp["alpha"], "a": bp["a"], "b": bp["b"],
+                       "p": gp["p"], "q": gp["q"], "gamma": gp["v"]},
+            "bg_ll": float(-bgf._negative_log_likelihood_ * len(summary)),
+            "mean_clv": float(np.nanmean(clv)), "mean_p_alive": float(np.nanmean(p_alive)),
+            "peak_mb": _peak_mb()}
+
+
+def stage_e2e(n: int) -> dict:
+    """Load the purchases into a fresh database, then time CLM's refresh on it."""
+    tmp = Path(tempfile.mkdtemp(prefix="clm-bench-"))
+    os.environ.setdefault("DATABASE_URL", f"sqlite:///{tmp / 'bench.sqlite3'}")
+    os.environ["CLM_VAR_DIR"] = str(tmp)
+    os.environ["DJANGO_SETTINGS_MODULE"] = "clm.settings"
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+    from django.db import connection, transaction
+
+    from clm.analytics.models import Transaction
+    from clm.analytics.services import refresh_now
+    from clm.customers.models import Contact
+
+    call_command("migrate", verbosity=0)
+    contact, day, amount, _ = generate(n)
+    t0 = time.perf_counter()
+    ctable, ttable = Contact._meta.db_table, Transaction._meta.db_table
+    chunk = 200_000
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {ttable}")
+        cursor.execute(f"DELETE FROM {ctable}")
+        for s in range(0, n, chunk):
+            ids = range(s + 1, min(n, s + chunk) + 1)
+            cursor.executemany(
+                f"INSERT INTO {ctable} (id, first_name, last_name, phone, job_title, country, "
+                "region, city, timezone, age_band, income_band, source, source_detail, stage, "
+                "properties, search_text, created_at, updated_at) VALUES "
+                "(%s, '', '', '', '', '', '', '', '', '', '', 'bench', '{}', '', '{}', '', "
+                "'2023-01-01 00:00:00', '2023-01-01 00:00:00')", [(i,) for i in ids])
+        dates = np.datetime_as_string(EPOCH + day, unit="D")
+        for s in range(0, contact.size, chunk):
+            e = min(contact.size, s + chunk)
+            rows = zip(contact[s:e].tolist(), [f"{d} 12:00:00" for d in dates[s:e]],
+                       dates[s:e].tolist(), amount[s:e].tolist(), strict=True)
+            cursor.executemany(
+                f"INSERT INTO {ttable} (contact_id, occurred_at, occurred_on, amount, currency, "
+                "source, created_at) VALUES (%s, %s, %s, %s, 'USD', 'bench', %s)",
+                ((c, at, d, a, at) for c, at, d, a in rows))
+    if connection.vendor == "sqlite":
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE")
+    load_s = time.perf_counter() - t0
+    del contact, day, amount, dates
+    from datetime import date
+
+    t1 = time.perf_counter()
+    run = refresh_now(as_of=date.fromisoformat(AS_OF))
+    seconds = time.perf_counter() - t1
+    assert run.status == "done", run.failure
+    bg, gg = run.bgnbd, run.gamma_gamma
+    return {"seconds": seconds, "load_s": load_s, "steps": run.timings,
+            "vendor": connection.vendor, "customers": run.customer_count,
+            "params": {k: bg[k] for k in ("r", "alpha", "a", "b")} | {
+                k: gg[k] for k in ("p", "q", "gamma")},
+            "peak_mb": _peak_mb()}
+
+
+STAGES = {"ours": stage_ours, "lifetimes": stage_lifetimes, "e2e": stage_e2e}
+
+
+# Multithreaded OpenBLAS spins on the tiny matrices of L-BFGS-B and on vector dots and
+# costs 2-10x on a shared 2-core machine; every stage (lifetimes too) runs single-threaded.
+STAGE_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def _run_stage(stage: str, n: int, env: dict | None = None) -> dict:
+    env = {**STAGE_ENV, **(env or {})}
+    out = subprocess.run([sys.executable, "-m", "bench.bench_analytics", "--stage", stage,
+                          "--customers", str(n)], cwd=ROOT, capture_output=True, text=True,
+                         check=False, env={**os.environ, **(env or {})})
+    if out.returncode != 0:
+        return {"error": out.stderr[-2000:]}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _sig3(v: float) -> str:
+    return f"{v:.3g}"
+
+
+def run(ctx: dict | None = None) -> str:
+    """Run all stages and return a markdown section. ctx: {"customers": int, "stages": [...]}."""
+    ctx = ctx or {}
+    n = int(ctx.get("customers", os.environ.get("CLM_BENCH_CUSTOMERS", 1_000_000)))
+    stages = ctx.get("stages", ["ours", "lifetimes", "e2e"])
+    results = {s: _run_stage(s, n) for s in stages}
+    lines = [f"## CLV refresh: {n:,} customers", ""]
+    ours, lt, e2e = results.get("ours", {}), results.get("lifetimes", {}), results.get("e2e", {})
+    if "transactions" in ours:
+        lines.append(f"{ours['transactions']:,} transactions, as of {AS_OF}, time unit weeks.")
+        lines.append("")
+    lines += ["| path | seconds | peak RSS MB | r | alpha | a | b | p | q | gamma |",
+              "| --- | ---: | ---: | --- | --- | --- | --- | --- | --- | --- |"]
+    for name, res in results.items():
+        if "error" in res:
+            lines.append(f"| {name} | failed | | | | | | | | |")
+            continue
+        pr = res["params"]
+        lines.append(f"| {name} | {res['seconds']:.2f} | {res['peak_mb']:.0f} | "
+                     + " | ".join(_sig3(pr[k]) for k in ("r", "alpha", "a", "b", "p", "q", "gamma"))
+                     + " |")
+    lines.append("")
+    if "seconds" in ours and "seconds" in lt:
+        same = all(_sig3(ours["params"][k]) == _sig3(lt["params"][k]) for k in ours["params"])
+        lines.append(f"- model path: CLM {lt['seconds'] / ours['seconds']:.1f}x faster than "
+                     f"lifetimes (target >= 10x); parameters equal to 3 significant figures: "
+                     f"{'yes' if same else 'no'}")
+    if "seconds" in e2e and "seconds" in lt:
+        lines.append(f"- end to end on {e2e['vendor']} (read, fit, score, write back): "
+                     f"{lt['seconds'] / e2e['seconds']:.1f}x faster than lifetimes' model path "
+                     f"alone (target >= 5x); data load (not timed) {e2e['load_s']:.0f} s")
+    for name, res in results.items():
+        if "steps" in res:
+            steps = ", ".join(f"{k} {v:.2f}" for k, v in res["steps"].items())
+            lines.append(f"- {name} steps (s): summary {res.get('summary_s', 0):.2f}, {steps}")
+        if "error" in res:
+            lines.append(f"- {name} failed: `{res['error'].strip().splitlines()[-1]}`")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--stage", choices=sorted(STAGES))
+    parser.add_argument("--customers", type=int, default=1_000_000)
+    args = parser.parse_args()
+    if args.stage:
+        print(json.dumps(STAGES[args.stage](args.customers), default=float))
+    else:
+        print(run({"customers": args.customers}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""Purchases, model refresh runs and the per-contact scores they write.
+
+ContactScore is one row per contact, rewritten in bulk by each refresh, with plain columns
+(RFM segment, CLV decile, P(alive), health, …) so a segment builder can filter it in SQL.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class Transaction(models.Model):
+    """One purchase by a contact."""
+
+    contact = models.ForeignKey("customers.Contact", on_delete=models.CASCADE,
+                                related_name="transactions")
+    occurred_at = models.DateTimeField()
+    # The purchase day in the business's time zone (settings.TIME_ZONE), derived from
+    # occurred_at on write: the models count purchase days, and a plain date column lets
+    # one covering index serve the per-contact summary on SQLite and PostgreSQL alike.
+    occurred_on = models.DateField()
+    amount = models.DecimalField(max_digits=14, decimal_places=2)
+    currency = models.CharField(max_length=3)
+    order_reference = models.CharField(max_length=100, null=True, blank=True, unique=True)
+    source = models.CharField(max_length=30, help_text="event, import, billing, …")
+    # The order.completed event this came from, when it came from one (idempotency).
+    event = models.OneToOneField("timeline.Event", null=True, blank=True,
+                                 on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["contact", "occurred_on", "amount"], name="txn_contact_day_amount"),
+            models.Index(fields=["occurred_on"], name="txn_day"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gte=0), name="txn_amount_not_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.amount} {self.currency} @ {self.occurred_on}"
+
+
+class RefreshRun(models.Model):
+    """One refresh of the models and scores as of a date, with its progress and results."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    as_of = models.DateField(help_text="Only purchases on or before this day count.")
+    progress = models.PositiveSmallIntegerField(default=0, help_text="0-100")
+    step = models.CharField(max_length=100, blank=True)
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                                     on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField()
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    failure = models.TextField(blank=True)
+    customer_count = models.PositiveIntegerField(default=0, help_text="Contacts with a purchase.")
+    contact_count = models.PositiveIntegerField(default=0, help_text="Score rows written.")
+    # {"time_unit", "r", "alpha", "a", "b", "log_likelihood", "converged", …}
+    bgnbd = models.JSONField(default=dict, blank=True)
+    # {"p", "q", "gamma", "log_likelihood", "customers", "converged", …}
+    gamma_gamma = models.JSONField(default=dict, blank=True)
+    diagnostics = models.JSONField(default=dict, blank=True)
+    settings = models.JSONField(default=dict, blank=True,
+                                help_text="Horizon, discount rate and window used.")
+    timings = models.JSONField(default=dict, blank=True, help_text="Seconds per step.")
+
+    class Meta:
+        indexes = [models.Index(fields=["status", "-finished_at"], name="refresh_status_done")]
+
+    def __str__(self) -> str:
+        return f"refresh as of {self.as_of} ({self.status})"
+
+    def is_active(self) -> bool:
+        return self.status in (self.Status.PENDING, self.Status.RUNNING)
+
+
+class ContactScore(models.Model):
+    """A contact's RFM, CLV, P(alive), churn risk and health as of the last refresh.
+
+    Model fields are NULL for contacts without purchases; the BG/NBD time unit is weeks.
+    """
+
+    contact = models.OneToOneField("customers.Contact", on_delete=models.CASCADE,
+                                   primary_key=True, related_name="score")
+    as_of = models.DateField()
+    purchases = models.PositiveIntegerField(default=0, help_text="Purchase days up to as_of.")
+    first_purchase_on = models.DateField(null=True, blank=True)
+    last_purchase_on = models.DateField(null=True, blank=True)
+    frequency = models.PositiveIntegerField(null=True, blank=True,
+                                            help_text="Repeat purchase days (x).")
+    recency = models.FloatField(null=True, blank=True,
+                                help_text="Weeks from first to last purchase (t_x).")
+    T = models.FloatField(null=True, blank=True,
+                          help_text="Weeks from first purchase to as_of (customer age).")
+    days_since_last_purchase = models.PositiveIntegerField(null=True, blank=True)
+    tenure_days = models.PositiveIntegerField(null=True, blank=True)
+    monetary = models.FloatField(null=True, blank=True,
+                                 help_text="Average spend of repeat purchase days (Gamma-Gamma).")
+    average_spend = models.FloatField(null=True, blank=True,
+                                      help_text="Average spend per purchase day.")
+    rfm_r = models.PositiveSmallIntegerField(null=True, blank=True)
+    rfm_f = models.PositiveSmallIntegerField(null=True, blank=True)
+    rfm_m = models.PositiveSmallIntegerField(null=True, blank=True)
+    rfm_segment = models.CharField(max_length=20, blank=True)
+    historical_clv = models.FloatField(null=True, blank=True, help_text="Revenue to as_of.")
+    predicted_clv = models.FloatField(null=True, blank=True)
+    expected_purchases = models.FloatField(null=True, blank=True,
+                                           help_text="Expected purchases in the next window.")
+    p_alive = models.FloatField(null=True, blank=True)
+    churn_risk = models.FloatField(null=True, blank=True)
+    clv_decile = models.PositiveSmallIntegerField(null=True, blank=True,
+                                                  help_text="10 = the top tenth by predicted CLV.")
+    health_score = models.FloatField(null=True, blank=True, help_text="0-100")
+    health_parts = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["rfm_segment"], name="score_rfm_segment"),
+            models.Index(fields=["clv_decile"], name="score_clv_decile"),
+        ]
+
+    def __str__(self) -> str:
+        return f"score of contact {self.contact_id}"

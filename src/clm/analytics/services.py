@@ -1,0 +1,533 @@
+"""Writes of the analytics app: purchases (from events and CSV) and the model refresh."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import numpy as np
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+from django.utils.dateparse import parse_date, parse_datetime
+
+from clm.analytics import bulk, queries, rfm, scoring
+from clm.analytics.models import RefreshRun, Transaction
+from clm.core.errors import Conflict, ValidationFailed
+from clm.customers.models import Contact
+from clm.timeline.models import Event
+
+log = logging.getLogger(__name__)
+
+ORDER_COMPLETED = "order.completed"
+MAX_AMOUNT = Decimal("999999999999.99")
+
+
+def _default_currency() -> str:
+    return getattr(settings, "CLM_DEFAULT_CURRENCY", "USD")
+
+
+def local_day(moment: datetime) -> date:
+    """The calendar day of `moment` in the business's time zone (settings.TIME_ZONE)."""
+    return timezone.localtime(moment, timezone.get_default_timezone()).date()
+
+
+def _parse_amount(value: Any) -> Decimal:
+    try:
+        amount = Decimal(str(value).strip().replace(",", ""))
+    except (InvalidOperation, ValueError):
+        raise ValidationFailed(f"'{value}' is not an amount.", field="amount") from None
+    if not amount.is_finite() or amount < 0 or amount > MAX_AMOUNT:
+        raise ValidationFailed("An amount is a number from 0 up.", field="amount")
+    return amount.quantize(Decimal("0.01"))
+
+
+def _parse_currency(value: Any) -> str:
+    code = str(value or "").strip().upper() or _default_currency()
+    if len(code) != 3 or not code.isalpha():
+        raise ValidationFailed(f"'{value}' is not a currency code (ISO 4217).", field="currency")
+    return code
+
+
+def _parse_moment(value: Any) -> datetime:
+    text = str(value or "").strip()
+    moment = None
+    if len(text) == 8 and text.isdigit():  # 19970101, as in the CDNOW files
+        text = f"{text[:4]}-{text[4:6]}-{text[6:]}"
+    try:
+        moment = parse_datetime(text)
+        if moment is None:
+            day = parse_date(text)
+            if day is not None:
+                moment = datetime.combine(day, datetime.min.time())
+    except ValueError:
+        moment = None
+    if moment is None:
+        raise ValidationFailed(f"'{value}' is not a date (use YYYY-MM-DD).", field="date")
+    if timezone.is_naive(moment):
+        moment = timezone.make_aware(moment, timezone.get_default_timezone())
+    return moment
+
+
+# --------------------------------------------------------------------------------------
+# Purchases from order.completed events
+# --------------------------------------------------------------------------------------
+
+def transactions_from_events(event_ids: Iterable[int]) -> int:
+    """Turn `order.completed` events among `event_ids` into purchases; returns rows added.
+
+    Idempotent: an event already turned into a purchase, or one whose `order_id` is already
+    recorded, adds nothing. Events with an invalid amount or currency are skipped (logged).
+    """
+    ids = list(event_ids)
+    if not ids:
+        return 0
+    events = list(Event.objects.filter(pk__in=ids, kind=ORDER_COMPLETED)
+                  .only("pk", "contact_id", "occurred_at", "properties"))
+    if not events:
+        return 0
+    now = timezone.now()
+    rows: list[Transaction] = []
+    for event in events:
+        props = event.properties or {}
+        try:
+            amount = _parse_amount(props.get("amount"))
+            currency = _parse_currency(props.get("currency"))
+        except ValidationFailed as exc:
+            log.warning("order.completed event %s skipped: %s", event.pk, exc.message)
+            continue
+        reference = str(props.get("order_id") or "").strip()[:100] or None
+        rows.append(Transaction(contact_id=event.contact_id, occurred_at=event.occurred_at,
+                                occurred_on=local_day(event.occurred_at), amount=amount,
+                                currency=currency, order_reference=reference, source="event",
+                                event_id=event.pk, created_at=now))
+    with transaction.atomic():
+        before = Transaction.objects.filter(event_id__in=[e.pk for e in events]).count()
+        # Unique order_reference and event_id make a repeat a no-op.
+        Transaction.objects.bulk_create(rows, batch_size=500, ignore_conflicts=True)
+        after = Transaction.objects.filter(event_id__in=[e.pk for e in events]).count()
+    return after - before
+
+
+# --------------------------------------------------------------------------------------
+# CSV import
+# --------------------------------------------------------------------------------------
+
+COLUMN_ALIASES = {
+    "customer_id": ["customer_id", "customer", "external_id", "customer id", "id"],
+    "email": ["email", "e-mail", "customer_email"],
+    "date": ["date", "occurred_at", "order_date", "purchased_at"],
+    "amount": ["amount", "value", "total", "dollar_value"],
+    "currency": ["currency"],
+    "order_reference": ["order_reference", "order_id", "order", "reference", "order reference"],
+}
+
+
+@dataclass
+class TransactionImportResult:
+    rows: int = 0
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    contacts_created: int = 0
+    errors: list[dict] = field(default_factory=list)  # [{line, field, reason}]
+
+    def as_dict(self) -> dict:
+        return {"rows": self.rows, "created": self.created, "updated": self.updated,
+                "unchanged": self.unchanged, "contacts_created": self.contacts_created,
+                "error_count": len(self.errors), "errors": self.errors[:1000]}
+
+
+def _header_map(header: list[str]) -> dict[str, int]:
+    lowered = [h.strip().lower() for h in header]
+    found: dict[str, int] = {}
+    for key, aliases in COLUMN_ALIASES.items():
+        for alias in aliases:
+            if alias in lowered:
+                found[key] = lowered.index(alias)
+                break
+    if "customer_id" not in found and "email" not in found:
+        raise ValidationFailed("The file needs a customer id or an email column.",
+                               field="customer_id", code="missing_column")
+    for key in ("date", "amount"):
+        if key not in found:
+            raise ValidationFailed(f"The file needs a {key} column.", field=key,
+                                   code="missing_column")
+    return found
+
+
+def _contacts_for(keys: set[tuple[str, str]], now: datetime) -> tuple[dict, int]:
+    """Map (kind, value) customer keys to contact ids, creating missing contacts in bulk."""
+    by_key: dict[tuple[str, str], int] = {}
+    ext = sorted(v for k, v in keys if k == "external_id")
+    emails = sorted(v for k, v in keys if k == "email")
+    for chunk_start in range(0, len(ext), 900):
+        chunk = ext[chunk_start:chunk_start + 900]
+        for pk, value in Contact.objects.filter(external_id__in=chunk).values_list("pk", "external_id"):
+            by_key[("external_id", value)] = pk
+    for chunk_start in range(0, len(emails), 900):
+        chunk = emails[chunk_start:chunk_start + 900]
+        for pk, value in Contact.objects.filter(email__in=chunk).values_list("pk", "email"):
+            by_key[("email", value)] = pk
+    missing = sorted(k for k in keys if k not in by_key)
+    if missing:
+        new = [Contact(**{kind: value}, source="import", search_text=value if kind == "email" else "",
+                       created_at=now, updated_at=now) for kind, value in missing]
+        Contact.objects.bulk_create(new, batch_size=500)
+        for kind in ("external_id", "email"):
+            values = [v for k, v in missing if k == kind]
+            for chunk_start in range(0, len(values), 900):
+                chunk = values[chunk_start:chunk_start + 900]
+                for pk, value in Contact.objects.filter(**{f"{kind}__in": chunk}).values_list("pk", kind):
+                    by_key[(kind, value)] = pk
+        # The timeline shows where each new contact came from.
+        from clm.timeline.services import events_record_bulk
+
+        events_record_bulk([Event(contact_id=by_key[key], kind="contact.created",
+                                  occurred_at=now, recorded_at=now, source="import",
+                                  properties={"source": "import", "via": "transactions import"})
+                            for key in missing])
+    return by_key, len(missing)
+
+
+@transaction.atomic
+def transactions_import(*, file: io.TextIOBase | Iterable[str], actor=None,
+                        source: str = "import") -> TransactionImportResult:
+    """Import purchases from CSV: customer id or email, date, amount [, currency, order reference].
+
+    Rows with an order reference are upserted by it (re-importing a file changes nothing);
+    rows without one are always added. Unknown customers become contacts (external id or
+    email). Bad rows are skipped and reported by line number; the good rows are imported.
+    """
+    from clm.core.normalize import normalize_email
+
+    reader = csv.reader(file)
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise ValidationFailed("The file is empty.", field="file", code="empty") from None
+    cols = _header_map(header)
+    result = TransactionImportResult()
+    parsed: list[tuple[int, tuple[str, str], datetime, Decimal, str, str | None]] = []
+    seen_refs: dict[str, int] = {}
+    for line, row in enumerate(reader, start=2):
+        if not any(cell.strip() for cell in row):
+            continue
+        result.rows += 1
+
+        def cell(key: str, row=row) -> str:
+            i = cols.get(key)
+            return row[i].strip() if i is not None and i < len(row) else ""
+
+        try:
+            customer = cell("customer_id")
+            if customer:
+                key = ("external_id", customer[:100])
+            else:
+                email = normalize_email(cell("email"))
+                if not email:
+                    raise ValidationFailed("A row needs a customer id or an email.",
+                                           field="customer_id")
+                key = ("email", email)
+            moment = _parse_moment(cell("date"))
+            amount = _parse_amount(cell("amount"))
+            currency = _parse_currency(cell("currency"))
+            reference = cell("order_reference")[:100] or None
+            if reference is not None:
+                if reference in seen_refs:
+                    raise ValidationFailed(
+                        f"Order reference '{reference}' repeats line {seen_refs[reference]}.",
+                        field="order_reference")
+                seen_refs[reference] = line
+        except ValidationFailed as exc:
+            result.errors.append({"line": line, "field": exc.field, "reason": exc.message})
+            continue
+        parsed.append((line, key, moment, amount, currency, reference))
+    if not parsed:
+        return result
+    now = timezone.now()
+    contact_ids, result.contacts_created = _contacts_for({p[1] for p in parsed}, now)
+
+    refs = [p[5] for p in parsed if p[5] is not None]
+    existing: dict[str, Transaction] = {}
+    for chunk_start in range(0, len(refs), 900):
+        for t in Transaction.objects.filter(order_reference__in=refs[chunk_start:chunk_start + 900]):
+            existing[t.order_reference] = t
+    to_create: list[Transaction] = []
+    to_update: list[Transaction] = []
+    for _line, key, moment, amount, currency, reference in parsed:
+        contact_id = contact_ids[key]
+        old = existing.get(reference) if reference else None
+        if old is None:
+            to_create.append(Transaction(contact_id=contact_id, occurred_at=moment,
+                                         occurred_on=local_day(moment), amount=amount,
+                                         currency=currency, order_reference=reference,
+                                         source=source[:30], created_at=now))
+            continue
+        new_values = {"contact_id": contact_id, "occurred_at": moment,
+                      "occurred_on": local_day(moment), "amount": amount, "currency": currency}
+        if all(getattr(old, k) == v for k, v in new_values.items()):
+            result.unchanged += 1
+            continue
+        for k, v in new_values.items():
+            setattr(old, k, v)
+        to_update.append(old)
+    Transaction.objects.bulk_create(to_create, batch_size=1000)
+    if to_update:
+        Transaction.objects.bulk_update(to_update, ["contact_id", "occurred_at", "occurred_on",
+                                                    "amount", "currency"], batch_size=500)
+    result.created, result.updated = len(to_create), len(to_update)
+    return result
+
+
+# --------------------------------------------------------------------------------------
+# Refresh
+# --------------------------------------------------------------------------------------
+
+def refresh_settings() -> dict:
+    return {
+        "horizon_months": int(getattr(settings, "CLM_CLV_HORIZON_MONTHS", 12)),
+        "monthly_discount": float(getattr(settings, "CLM_CLV_MONTHLY_DISCOUNT", 0.01)),
+        "window_days": int(getattr(settings, "CLM_EXPECTED_PURCHASES_DAYS", 90)),
+    }
+
+
+@transaction.atomic
+def refresh_request(*, as_of: date | None = None, actor=None) -> RefreshRun:
+    """Queue a refresh as of `as_of` (default today) and return its run (status pending).
+
+    Refuses (409) while another refresh is pending or running.
+    """
+    today = timezone.localdate()
+    as_of = as_of or today
+    if as_of > today:
+        raise ValidationFailed("as_of cannot be in the future.", field="as_of")
+    if queries.active_run() is not None:
+        raise Conflict("A refresh is already under way.", code="refresh_running")
+    run = RefreshRun.objects.create(
+        as_of=as_of, created_at=timezone.now(), settings=refresh_settings(),
+        requested_by=actor if actor is not None and actor.is_authenticated else None)
+
+    def enqueue() -> None:
+        from clm.analytics.tasks import analytics_refresh_task
+
+        analytics_refresh_task.enqueue(run_id=run.pk)
+
+    transaction.on_commit(enqueue)
+    return run
+
+
+def _progress(run: RefreshRun, percent: int, step: str) -> None:
+    RefreshRun.objects.filter(pk=run.pk).update(progress=percent, step=step)
+    run.progress, run.step = percent, step
+
+
+def _finite(value: float | None) -> float | None:
+    return None if value is None or not np.isfinite(value) else float(value)
+
+
+def _health_json(parts: dict[str, np.ndarray], raw: dict[str, np.ndarray]) -> list[str]:
+    """One JSON object per contact with each present part (0..1) and the counts behind it."""
+    names = list(parts)
+    cols = [bulk.column_values(parts[n], digits=4) for n in names]
+    raw_names = list(raw)
+    raw_cols = [raw[n].tolist() for n in raw_names]
+    out = []
+    for i in range(len(cols[0]) if cols else 0):
+        obj = {n: c[i] for n, c in zip(names, cols, strict=True) if c[i] is not None}
+        for n, c in zip(raw_names, raw_cols, strict=True):
+            if c[i]:
+                obj[n] = c[i]
+        out.append(json.dumps(obj, separators=(",", ":")))
+    return out
+
+
+def _align(ids: np.ndarray, keys: np.ndarray, values: np.ndarray, fill: float) -> np.ndarray:
+    """values[keys == ids[i]] for each id (fill where missing); keys sorted or not."""
+    out = np.full(ids.size, fill, dtype=np.float64)
+    if keys.size == 0:
+        return out
+    order = np.argsort(keys)
+    sk = keys[order]
+    pos = np.clip(np.searchsorted(sk, ids), 0, sk.size - 1)
+    hit = sk[pos] == ids
+    out[hit] = np.asarray(values, dtype=np.float64)[order][pos[hit]]
+    return out
+
+
+def _dict_arrays(mapping: dict[int, float]) -> tuple[np.ndarray, np.ndarray]:
+    if not mapping:
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
+    return (np.fromiter(mapping.keys(), dtype=np.int64, count=len(mapping)),
+            np.fromiter(mapping.values(), dtype=np.float64, count=len(mapping)))
+
+
+def refresh_execute(*, run: RefreshRun) -> RefreshRun:
+    """Compute everything as of `run.as_of` and write the scores; marks the run done or failed.
+
+    Idempotent: running a finished run again does nothing. Only purchases on or before the
+    as-of day count. Score rows are replaced in one transaction (readers never see a mix).
+    """
+    if run.status in (RefreshRun.Status.DONE, RefreshRun.Status.FAILED):
+        return run
+    t_start = time.perf_counter()
+    run.status, run.started_at = RefreshRun.Status.RUNNING, timezone.now()
+    run.save(update_fields=["status", "started_at"])
+    try:
+        _refresh_compute(run)
+    except Exception as exc:  # the run records any failure; the task must not crash silently
+        log.exception("analytics refresh %s failed", run.pk)
+        run.status, run.failure = RefreshRun.Status.FAILED, f"{type(exc).__name__}: {exc}"[:2000]
+        run.finished_at = timezone.now()
+        run.save(update_fields=["status", "failure", "finished_at"])
+        return run
+    run.timings["total"] = round(time.perf_counter() - t_start, 3)
+    run.status, run.progress, run.step = RefreshRun.Status.DONE, 100, "done"
+    run.finished_at = timezone.now()
+    run.save()
+    return run
+
+
+def _refresh_compute(run: RefreshRun) -> None:
+    opts = run.settings or refresh_settings()
+    as_of = run.as_of
+    as_of_day = (as_of - queries.EPOCH).days
+    timings: dict[str, float] = {}
+
+    _progress(run, 5, "reading purchases")
+    t = time.perf_counter()
+    summary = queries.purchase_summary(as_of)
+    timings["read_summary"] = time.perf_counter() - t
+
+    _progress(run, 30, "fitting models")
+    result = scoring.score(summary, as_of_day, horizon_months=opts["horizon_months"],
+                           monthly_discount=opts["monthly_discount"],
+                           window_days=opts["window_days"])
+    timings.update(result.timings)
+
+    _progress(run, 60, "engagement and health")
+    t = time.perf_counter()
+    contact_ids = queries.all_contact_ids()
+    n = contact_ids.size
+    # Position of each buyer among all contacts (both sorted by id).
+    buyer_pos = np.searchsorted(contact_ids, summary.contact_id)
+    if buyer_pos.size:
+        buyer_pos = np.clip(buyer_pos, 0, max(n - 1, 0))
+        valid = (n > 0) & (contact_ids[buyer_pos] == summary.contact_id)
+        buyer_pos = buyer_pos[valid]
+    else:
+        valid = np.zeros(0, dtype=bool)
+
+    def spread(values: np.ndarray, fill=np.nan, dtype=np.float64) -> np.ndarray:
+        out = np.full(n, fill, dtype=dtype)
+        out[buyer_pos] = np.asarray(values)[valid]
+        return out
+
+    e_ids, e_recent, e_before = queries.engagement_counts(as_of)
+    recent = _align(contact_ids, e_ids, e_recent, 0.0)
+    before = _align(contact_ids, e_ids, e_before, 0.0)
+    nps_ids, nps_vals = _dict_arrays(queries.nps_scores(as_of))
+    tk_ids, tk_vals = _dict_arrays(queries.open_ticket_counts(as_of))
+    fp_ids, fp_vals = _dict_arrays(queries.failed_payment_counts(as_of))
+    nps = _align(contact_ids, nps_ids, nps_vals, np.nan)
+    tickets = _align(contact_ids, tk_ids, tk_vals, np.nan)
+    failed = _align(contact_ids, fp_ids, fp_vals, np.nan)
+    p_alive = spread(result.p_alive)
+    parts = {
+        "p_alive": p_alive,
+        "engagement": rfm.engagement_trend(recent, before),
+        "nps": nps / 10.0,
+        "open_tickets": 1.0 / (1.0 + tickets),
+        "failed_payments": 1.0 / (1.0 + failed),
+    }
+    health = rfm.health(parts)
+    raw_counts = {"events_30d": recent.astype(np.int64), "events_prev_90d": before.astype(np.int64)}
+    timings["health"] = time.perf_counter() - t
+
+    _progress(run, 75, "writing scores")
+    t = time.perf_counter()
+    epoch = np.datetime64("1970-01-01", "D")
+    nat = np.datetime64("NaT", "D")
+    first = np.full(n, nat)
+    last = np.full(n, nat)
+    first[buyer_pos] = epoch + summary.first_day[valid]
+    last[buyer_pos] = epoch + summary.last_day[valid]
+    segment = np.full(n, "", dtype=object)
+    segment[buyer_pos] = result.rfm_segment[valid]
+    purchases = np.zeros(n, dtype=np.int64)
+    purchases[buyer_pos] = summary.days[valid]
+    decile = spread(result.clv_decile.astype(np.float64))
+    decile[decile == 0] = np.nan
+    as_of_text = as_of.isoformat()
+    # (column, NumPy array, digits) in SCORE_COLUMNS order; None marks a computed column.
+    spec = [
+        ("contact_id", contact_ids, None), ("as_of", None, None), ("purchases", purchases, None),
+        ("first_purchase_on", first, None), ("last_purchase_on", last, None),
+        ("frequency", spread(result.frequency.astype(np.float64)), 0),
+        ("recency", spread(result.recency), 4), ("T", spread(result.T), 4),
+        ("days_since_last_purchase", spread(result.days_since_last.astype(np.float64)), 0),
+        ("tenure_days", spread(result.tenure_days.astype(np.float64)), 0),
+        ("monetary", spread(result.monetary), 2), ("average_spend", spread(result.average_spend), 2),
+        ("rfm_r", spread(result.rfm_r.astype(np.float64)), 0),
+        ("rfm_f", spread(result.rfm_f.astype(np.float64)), 0),
+        ("rfm_m", spread(result.rfm_m.astype(np.float64)), 0),
+        ("rfm_segment", segment, None),
+        ("historical_clv", spread(result.historical_clv), 2),
+        ("predicted_clv", spread(result.predicted_clv), 2),
+        ("expected_purchases", spread(result.expected_purchases), 4),
+        ("p_alive", p_alive, 4), ("churn_risk", spread(result.churn_risk), 4),
+        ("clv_decile", decile, 0), ("health_score", health, 1), ("health_parts", None, None),
+    ]
+    assert [name for name, _, _ in spec] == bulk.SCORE_COLUMNS  # noqa: S101 - programming error
+
+    def rows_for(start: int, stop: int):
+        cols = []
+        for name, values, digits in spec:
+            if name == "as_of":
+                cols.append([as_of_text] * (stop - start))
+            elif name == "health_parts":
+                cols.append(_health_json({k: v[start:stop] for k, v in parts.items()},
+                                         {k: v[start:stop] for k, v in raw_counts.items()}))
+            elif digits == 0:  # integer column with NULLs
+                cols.append([None if v is None else int(v)
+                             for v in bulk.column_values(values[start:stop])])
+            else:
+                cols.append(bulk.column_values(values[start:stop], digits=digits))
+        return zip(*cols, strict=True)
+
+    timings["prepare_rows"] = time.perf_counter() - t
+    t = time.perf_counter()
+    with transaction.atomic():
+        run.contact_count = bulk.scores_replace(n, rows_for)
+    timings["write_scores"] = time.perf_counter() - t
+
+    bg, gg = result.bgnbd, result.gamma_gamma
+    run.customer_count = len(summary.contact_id)
+    run.bgnbd = {} if bg is None else {
+        "time_unit": scoring.TIME_UNIT, "r": bg.r, "alpha": bg.alpha, "a": bg.a, "b": bg.b,
+        "log_likelihood": _finite(bg.log_likelihood), "customers": bg.n_customers,
+        "converged": bg.converged, "iterations": bg.iterations}
+    run.gamma_gamma = {} if gg is None else {
+        "p": gg.p, "q": gg.q, "gamma": gg.gamma, "log_likelihood": _finite(gg.log_likelihood),
+        "customers": gg.n_customers, "converged": gg.converged, "iterations": gg.iterations}
+    run.diagnostics = {"repeat_purchases": result.diagnostics, "errors": result.errors}
+    run.timings = {k: round(v, 3) for k, v in timings.items()}
+
+
+def refresh_now(*, as_of: date | None = None, actor=None) -> RefreshRun:
+    """Create a run and execute it in this process (the command line's path)."""
+    if queries.active_run() is not None:
+        raise Conflict("A refresh is already under way.", code="refresh_running")
+    run = RefreshRun.objects.create(
+        as_of=as_of or timezone.localdate(), created_at=timezone.now(),
+        settings=refresh_settings(),
+        requested_by=actor if actor is not None and actor.is_authenticated else None)
+    return refresh_execute(run=run)

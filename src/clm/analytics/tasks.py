@@ -1,0 +1,16 @@
+"""Background work of the analytics app (Django Tasks API): no logic, just service calls."""
+
+from __future__ import annotations
+
+from django_tasks import task
+
+from clm.analytics.models import RefreshRun
+from clm.analytics.services import refresh_execute
+
+
+@task()
+def analytics_refresh_task(run_id: int) -> None:
+    """Execute a queued refresh; a finished or missing run is left alone (idempotent)."""
+    run = RefreshRun.objects.filter(pk=run_id).first()
+    if run is not None:
+        refresh_execute(run=run)

@@ -1,0 +1,157 @@
+"""Purchases from events and CSV, and the refresh as of a date."""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+
+from clm.analytics import services
+from clm.analytics.models import ContactScore, RefreshRun, Transaction
+from clm.core.errors import Conflict
+from clm.timeline.services import event_record
+from tests.factories import ContactFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def at(day: str) -> datetime:
+    return datetime.fromisoformat(day).replace(hour=12, tzinfo=UTC)
+
+
+def order(contact, day: str, amount, order_id: str | None = None):
+    props = {"amount": amount, "currency": "eur"}
+    if order_id:
+        props["order_id"] = order_id
+    return event_record(contact=contact, kind="order.completed", occurred_at=at(day),
+                        source="ingest", properties=props)
+
+
+def test_order_completed_event_becomes_one_transaction(django_capture_on_commit_callbacks):
+    contact = ContactFactory()
+    with django_capture_on_commit_callbacks(execute=True):
+        event = order(contact, "2024-03-01", "19.90", "A-1")
+    t = Transaction.objects.get()
+    assert (t.contact, t.amount, t.currency, t.order_reference, t.source) == (
+        contact, services.Decimal("19.90"), "EUR", "A-1", "event")
+    assert t.occurred_on == date(2024, 3, 1)
+    # The same event delivered again, and another event for the same order: still one row.
+    assert services.transactions_from_events([event.pk]) == 0
+    with django_capture_on_commit_callbacks(execute=True):
+        order(contact, "2024-03-01", "19.90", "A-1")
+    assert Transaction.objects.count() == 1
+
+
+def test_events_without_order_id_or_with_a_bad_amount(django_capture_on_commit_callbacks):
+    contact = ContactFactory()
+    with django_capture_on_commit_callbacks(execute=True):
+        e1 = order(contact, "2024-03-01", 10)
+        order(contact, "2024-03-02", "ten")
+        event_record(contact=contact, kind="page.viewed", properties={"amount": 5})
+    assert Transaction.objects.count() == 1
+    assert services.transactions_from_events([e1.pk]) == 0
+
+
+def test_csv_import_reports_bad_rows_by_line_and_upserts_by_reference():
+    existing = ContactFactory(email="ann@example.com")
+    csv_text = ("email,customer_id,date,amount,order_reference\n"
+                "ann@example.com,,2024-01-05,10.00,R1\n"
+                ",C-9,2024-01-06,5,R2\n"
+                ",C-9,not-a-date,5,R3\n"
+                ",,2024-01-06,5,R4\n"
+                ",C-9,2024-01-07,-3,R5\n"
+                ",C-9,2024-01-08,7,\n")
+    result = services.transactions_import(file=io.StringIO(csv_text))
+    assert (result.rows, result.created, result.contacts_created) == (6, 3, 1)
+    assert [(e["line"], e["field"]) for e in result.errors] == [
+        (4, "date"), (5, "customer_id"), (6, "amount")]
+    assert Transaction.objects.get(order_reference="R1").contact == existing
+    again = services.transactions_import(
+        file=io.StringIO("email,date,amount,order_reference\nann@example.com,2024-01-05,12,R1\n"))
+    assert (again.created, again.updated) == (0, 1)
+    assert Transaction.objects.get(order_reference="R1").amount == services.Decimal("12.00")
+
+
+def test_csv_import_needs_the_columns():
+    with pytest.raises(services.ValidationFailed) as exc:
+        services.transactions_import(file=io.StringIO("email,amount\nx@example.com,1\n"))
+    assert exc.value.field == "date"
+
+
+def _purchase(contact, day: str, amount: str):
+    moment = at(day)
+    return Transaction.objects.create(contact=contact, occurred_at=moment,
+                                      occurred_on=moment.date(), amount=amount, currency="USD",
+                                      source="test", created_at=moment)
+
+
+def _shop(n: int = 40):
+    """n buyers with purchases before and after 2024-06-30, and one contact who never bought."""
+    contacts = [ContactFactory() for _ in range(n)]
+    for i, c in enumerate(contacts):
+        start = date(2024, 1, 1) + timedelta(days=i)
+        for k in range(i % 5 + 1):
+            _purchase(c, (start + timedelta(days=17 * k)).isoformat(), f"{10 + i}.50")
+        _purchase(c, "2024-08-01", "999.00")  # after the as-of date
+    return contacts, ContactFactory()
+
+
+def test_refresh_as_of_ignores_later_purchases():
+    contacts, never = _shop()
+    run = services.refresh_now(as_of=date(2024, 6, 30))
+    assert run.status == RefreshRun.Status.DONE, run.failure
+    assert run.customer_count == 40 and run.contact_count == 41
+    assert run.bgnbd["time_unit"] == "weeks"
+    score = ContactScore.objects.get(contact=contacts[4])
+    assert score.purchases == 5 and score.frequency == 4
+    assert score.last_purchase_on < date(2024, 6, 30)
+    assert score.historical_clv == pytest.approx(5 * 14.5)
+    assert 0 < score.p_alive <= 1 and score.churn_risk == pytest.approx(1 - score.p_alive)
+    assert score.predicted_clv > 0 and 1 <= score.clv_decile <= 10
+    assert score.rfm_segment in services.rfm.SEGMENTS
+    assert "p_alive" in score.health_parts and score.health_score is not None
+    blank = ContactScore.objects.get(contact=never)
+    assert blank.purchases == 0 and blank.p_alive is None and blank.churn_risk is None
+    assert blank.rfm_segment == ""
+
+    # A later refresh sees the August purchases; the rows are replaced, not added.
+    services.refresh_now(as_of=date(2024, 8, 31))
+    assert ContactScore.objects.count() == 41
+    assert ContactScore.objects.get(contact=contacts[4]).purchases == 6
+
+
+def test_health_uses_nps_tickets_and_failed_payments_when_they_exist():
+    contacts, _ = _shop(12)
+    c = contacts[0]
+    event_record(contact=c, kind="nps.answered", occurred_at=at("2024-06-01"),
+                 properties={"score": 3})
+    event_record(contact=c, kind="ticket.opened", occurred_at=at("2024-06-02"))
+    event_record(contact=c, kind="payment.failed", occurred_at=at("2024-06-03"))
+    services.refresh_now(as_of=date(2024, 6, 30))
+    parts = ContactScore.objects.get(contact=c).health_parts
+    assert parts["nps"] == pytest.approx(0.3)
+    assert parts["open_tickets"] == pytest.approx(0.5)
+    assert parts["failed_payments"] == pytest.approx(0.5)
+    assert parts["events_30d"] == 3
+    other = ContactScore.objects.get(contact=contacts[1]).health_parts
+    assert "nps" not in other and "open_tickets" not in other
+
+
+def test_refresh_without_purchases_scores_contacts_and_reports_why():
+    ContactFactory()
+    run = services.refresh_now(as_of=date(2024, 6, 30))
+    assert run.status == RefreshRun.Status.DONE
+    assert run.bgnbd == {} and run.diagnostics["errors"]
+    assert ContactScore.objects.count() == 1
+
+
+def test_refresh_request_queues_a_task_and_refuses_a_second(django_capture_on_commit_callbacks):
+    _shop(10)
+    with django_capture_on_commit_callbacks(execute=True):
+        run = services.refresh_request(as_of=date(2024, 6, 30))
+    run.refresh_from_db()
+    assert run.status == RefreshRun.Status.DONE and run.progress == 100
+    RefreshRun.objects.create(as_of=date(2024, 6, 30), created_at=run.created_at)
+    with pytest.raises(Conflict):
+        services.refresh_request()
