@@ -16,10 +16,24 @@ CRM_MODELS: dict[str, list[str]] = {
     "analytics": ["transaction", "contactscore", "refreshrun"],
 }
 
+# actions: the default actions on every CRM model; apps: per-app overrides (absent app -> default,
+# empty list -> none). Business-wide insight (analytics) is for managers and marketing.
 ROLE_DEFAULTS: dict[str, dict] = {
     ADMIN: {"scope": "all", "actions": ["view", "add", "change", "delete"], "extra": ["*"]},
     MANAGER: {"scope": "team", "actions": ["view", "add", "change", "delete"], "extra": []},
-    SALES: {"scope": "own", "actions": ["view", "add", "change"], "extra": []},
+    SALES: {"scope": "own", "actions": ["view", "add", "change"], "extra": [],
+            "apps": {"analytics": []}},
     MARKETING: {"scope": "all", "actions": ["view", "add", "change"], "extra": []},
-    SUPPORT: {"scope": "all", "actions": ["view", "change"], "extra": []},
+    SUPPORT: {"scope": "all", "actions": ["view", "change"], "extra": [],
+              "apps": {"analytics": []}},
 }
+
+
+def role_permission_codenames(role: str) -> list[tuple[str, str]]:
+    """(app_label, codename) pairs a built-in role gets by default."""
+    spec = ROLE_DEFAULTS[role]
+    pairs = []
+    for app, models in CRM_MODELS.items():
+        actions = spec.get("apps", {}).get(app, spec["actions"])
+        pairs.extend((app, f"{action}_{model}") for model in models for action in actions)
+    return pairs

@@ -9,7 +9,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from clm.accounts.models import ApiToken, Profile, RoleVisibility, Team, TokenScope, hash_token
-from clm.accounts.roles import CRM_MODELS, ROLE_DEFAULTS
+from clm.accounts.roles import CRM_MODELS, ROLE_DEFAULTS, role_permission_codenames
 from clm.core.errors import ValidationFailed
 
 TOKEN_PREFIX = "clm_"  # noqa: S105 - a public prefix, not a secret
@@ -26,10 +26,10 @@ def roles_sync() -> None:
         if "*" in spec["extra"]:
             perms = Permission.objects.all()
         else:
-            codenames = [f"{action}_{model}" for models in CRM_MODELS.values()
-                         for model in models for action in spec["actions"]]
-            perms = Permission.objects.filter(codename__in=codenames,
-                                              content_type__app_label__in=list(CRM_MODELS))
+            wanted = set(role_permission_codenames(role))
+            perms = [p for p in Permission.objects.filter(
+                content_type__app_label__in=list(CRM_MODELS)).select_related("content_type")
+                if (p.content_type.app_label, p.codename) in wanted]
         group.permissions.add(*perms)
 
 
