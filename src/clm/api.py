@@ -98,6 +98,7 @@ API_MODULES = [
     "clm.timeline.api",
     "clm.lifecycle.api",
     "clm.analytics.api",
+    "clm.segments.api",
     "clm.engagement.api",
 ]
 

@@ -73,6 +73,7 @@ INSTALLED_APPS = [
     "clm.timeline",
     "clm.lifecycle",
     "clm.analytics",
+    "clm.segments",
     "clm.engagement",
     "clm.web",
 ]
@@ -205,6 +206,10 @@ CLM_DEFAULT_CURRENCY = os.environ.get("CLM_DEFAULT_CURRENCY", "USD")
 CLM_CLV_HORIZON_MONTHS = int(os.environ.get("CLM_CLV_HORIZON_MONTHS", "12"))
 CLM_CLV_MONTHLY_DISCOUNT = float(os.environ.get("CLM_CLV_MONTHLY_DISCOUNT", "0.01"))
 CLM_EXPECTED_PURCHASES_DAYS = int(os.environ.get("CLM_EXPECTED_PURCHASES_DAYS", "90"))
+# Lifecycle: lead score that makes an MQL, days without purchase that make a churned customer.
+CLM_MQL_SCORE_THRESHOLD = int(os.environ.get("CLM_MQL_SCORE_THRESHOLD", "50"))
+CLM_CHURN_AFTER_DAYS = int(os.environ.get("CLM_CHURN_AFTER_DAYS", "365"))
+CLM_LIFECYCLE_BULK_MAX = 500
 CLM_DEFAULT_PHONE_REGION = os.environ.get("CLM_DEFAULT_PHONE_REGION", "US")
 
 LOGGING = {

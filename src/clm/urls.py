@@ -24,6 +24,7 @@ urlpatterns = [
     path("contacts/", include("clm.customers.urls")),
     path("lifecycle/", include("clm.lifecycle.urls")),
     path("analytics/", include("clm.analytics.urls")),
+    path("segments/", include("clm.segments.urls")),
     path("engagement/", include("clm.engagement.urls")),
     path("", include("clm.web.urls")),
 ]

@@ -29,6 +29,20 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.e2e)
 
 
+@pytest.fixture(autouse=True)
+def reference_data(transactional_db):
+    """Transactional tests flush the database, seeded roles and stages included: re-seed."""
+    from importlib import import_module
+
+    from django.apps import apps
+
+    from clm.accounts.services import roles_sync
+
+    roles_sync()
+    for name in ("0002_seed_stages_rules", "0003_rule_created_by_user"):
+        import_module(f"clm.lifecycle.migrations.{name}").seed(apps, None)
+
+
 @pytest.fixture
 def logged_in_page(page, live_server, admin_user):
     page.goto(f"{live_server.url}/accounts/login/")

@@ -30,6 +30,9 @@ class RoleVisibility(models.Model):
 
     group = models.OneToOneField(Group, on_delete=models.CASCADE, related_name="visibility")
     scope = models.CharField(max_length=8, choices=Scope.choices, default=Scope.OWN)
+    # "app.codename" of default permissions granted once; never granted again, so an admin
+    # who removes one keeps it removed, while permissions of new apps still arrive.
+    granted_defaults = models.JSONField(default=list, blank=True, editable=False)
 
     class Meta:
         verbose_name_plural = "role visibility"

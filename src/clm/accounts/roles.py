@@ -14,6 +14,14 @@ CRM_MODELS: dict[str, list[str]] = {
                   "mergerecord"],
     "timeline": ["event"],
     "analytics": ["transaction", "contactscore", "refreshrun"],
+    "lifecycle": ["stage", "rule", "stagechange", "manualmove"],
+}
+
+# Custom permissions (app_label, codename) per role, beyond the model actions.
+EXTRA_PERMISSIONS: dict[str, list[tuple[str, str]]] = {
+    "manager": [("lifecycle", "move_stage")],
+    "sales": [("lifecycle", "move_stage")],
+    "marketing": [("lifecycle", "move_stage")],
 }
 
 # actions: the default actions on every CRM model; apps: per-app overrides (absent app -> default,
@@ -22,10 +30,11 @@ ROLE_DEFAULTS: dict[str, dict] = {
     ADMIN: {"scope": "all", "actions": ["view", "add", "change", "delete"], "extra": ["*"]},
     MANAGER: {"scope": "team", "actions": ["view", "add", "change", "delete"], "extra": []},
     SALES: {"scope": "own", "actions": ["view", "add", "change"], "extra": [],
-            "apps": {"analytics": []}},
-    MARKETING: {"scope": "all", "actions": ["view", "add", "change"], "extra": []},
+            "apps": {"analytics": [], "lifecycle": ["view"]}},
+    MARKETING: {"scope": "all", "actions": ["view", "add", "change"], "extra": [],
+                "apps": {"lifecycle": ["view"]}},
     SUPPORT: {"scope": "all", "actions": ["view", "change"], "extra": [],
-              "apps": {"analytics": []}},
+              "apps": {"analytics": [], "lifecycle": ["view"]}},
 }
 
 
@@ -36,4 +45,4 @@ def role_permission_codenames(role: str) -> list[tuple[str, str]]:
     for app, models in CRM_MODELS.items():
         actions = spec.get("apps", {}).get(app, spec["actions"])
         pairs.extend((app, f"{action}_{model}") for model in models for action in actions)
-    return pairs
+    return pairs + EXTRA_PERMISSIONS.get(role, [])

@@ -9,7 +9,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from clm.accounts.models import ApiToken, Profile, RoleVisibility, Team, TokenScope, hash_token
-from clm.accounts.roles import CRM_MODELS, ROLE_DEFAULTS, role_permission_codenames
+from clm.accounts.roles import ROLE_DEFAULTS, role_permission_codenames
 from clm.core.errors import ValidationFailed
 
 TOKEN_PREFIX = "clm_"  # noqa: S105 - a public prefix, not a secret
@@ -17,20 +17,28 @@ TOKEN_PREFIX = "clm_"  # noqa: S105 - a public prefix, not a secret
 
 @transaction.atomic
 def roles_sync() -> None:
-    """Create the built-in roles with their permissions and visibility, if missing."""
+    """Create the built-in roles and grant each default permission once.
+
+    A default already granted before is not granted again, so removals by an admin stick,
+    while the permissions of apps added since the last sync are granted.
+    """
+    perms = list(Permission.objects.select_related("content_type"))
     for role, spec in ROLE_DEFAULTS.items():
-        group, created = Group.objects.get_or_create(name=role)
-        RoleVisibility.objects.get_or_create(group=group, defaults={"scope": spec["scope"]})
-        if not created and group.permissions.exists():
-            continue
+        group, _ = Group.objects.get_or_create(name=role)
+        visibility, _ = RoleVisibility.objects.get_or_create(
+            group=group, defaults={"scope": spec["scope"]})
         if "*" in spec["extra"]:
-            perms = Permission.objects.all()
+            wanted = {(p.content_type.app_label, p.codename) for p in perms}
         else:
             wanted = set(role_permission_codenames(role))
-            perms = [p for p in Permission.objects.filter(
-                content_type__app_label__in=list(CRM_MODELS)).select_related("content_type")
-                if (p.content_type.app_label, p.codename) in wanted]
-        group.permissions.add(*perms)
+        done = set(visibility.granted_defaults)
+        new = [p for p in perms if (p.content_type.app_label, p.codename) in wanted
+               and f"{p.content_type.app_label}.{p.codename}" not in done]
+        if new:
+            group.permissions.add(*new)
+            visibility.granted_defaults = sorted(
+                done | {f"{p.content_type.app_label}.{p.codename}" for p in new})
+            visibility.save(update_fields=["granted_defaults"])
 
 
 @transaction.atomic

@@ -1,4 +1,14 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
+
+from clm.lifecycle import views
 
 app_name = "lifecycle"
-urlpatterns: list = []
+urlpatterns = [
+    path("stages/", views.stage_list, name="stage_list"),
+    path("stages/<slug:key>/", views.stage_edit, name="stage_edit"),
+    path("rules/", views.rule_list, name="rule_list"),
+    path("rules/new/", views.rule_edit, name="rule_create"),
+    path("rules/<int:rule_id>/", views.rule_edit, name="rule_edit"),
+    # The contact page includes this fragment (htmx GET; POST moves the contact).
+    path("contacts/<int:contact_id>/stage/", views.contact_stage, name="contact_stage"),
+]

@@ -10,7 +10,7 @@ from functools import cache
 from importlib import import_module
 
 SECTIONS = ["Reach", "Customers", "Lifecycle", "Engagement", "Insight", "Settings"]
-NAV_MODULES = ["clm.customers.nav", "clm.lifecycle.nav", "clm.analytics.nav",
+NAV_MODULES = ["clm.customers.nav", "clm.lifecycle.nav", "clm.analytics.nav", "clm.segments.nav",
                "clm.engagement.nav", "clm.web.nav"]
 
 

@@ -1,0 +1,25 @@
+"""A contact a user creates by hand is a lead, so every contact starts in a stage."""
+
+from django.db import migrations
+
+NAME = "Created by a user"
+
+
+def seed(apps, schema_editor):
+    Rule = apps.get_model("lifecycle", "Rule")
+    Stage = apps.get_model("lifecycle", "Stage")
+    if Rule.objects.filter(name=NAME).exists() or not Stage.objects.filter(key="lead").exists():
+        return
+    Rule.objects.create(name=NAME, event_kind="contact.created",
+                        conditions=[{"field": "source", "op": "in", "value": ["ui"]}],
+                        contact_conditions=[], target_stage_id="lead", priority=100,
+                        forward_only=True, is_loop=False)
+
+
+def unseed(apps, schema_editor):
+    apps.get_model("lifecycle", "Rule").objects.filter(name=NAME).delete()
+
+
+class Migration(migrations.Migration):
+    dependencies = [("lifecycle", "0002_seed_stages_rules")]
+    operations = [migrations.RunPython(seed, unseed)]

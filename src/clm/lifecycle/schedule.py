@@ -1,0 +1,5 @@
+"""Periodic jobs of the lifecycle app, synced by `clm run_scheduler`: (name, task, seconds)."""
+
+SCHEDULE: list[tuple[str, str, int]] = [
+    ("lifecycle.churn_inactive", "clm.lifecycle.tasks.lifecycle_churn_inactive", 24 * 3600),
+]

@@ -1,0 +1,3 @@
+"""API of the segments app: ROUTES lists (prefix, Router) pairs mounted under /api/."""
+
+ROUTES: list = []

@@ -1,0 +1,3 @@
+"""Navigation entries of the segments app."""
+
+NAV: list[tuple[str, str, str, str | None]] = []
