@@ -24,6 +24,8 @@ class Event(models.Model):
             models.Index(fields=["contact", "-occurred_at"], name="event_contact_time"),
             models.Index(fields=["contact", "kind", "-occurred_at"], name="event_contact_kind_time"),
             models.Index(fields=["kind", "occurred_at"], name="event_kind_time"),
+            # The unfiltered event list of the API pages by (-occurred_at, -id).
+            models.Index(fields=["-occurred_at", "-id"], name="event_time"),
         ]
 
     def __str__(self) -> str:

@@ -41,3 +41,55 @@ def events_record_bulk(events: Sequence[Event]) -> list[Event]:
     saved = Event.objects.bulk_create(events, batch_size=1000)
     dispatch.on_commit([e.pk for e in saved if e.pk is not None])
     return saved
+
+
+def _max_query_params() -> int:
+    """Bind parameters one statement may carry on this connection."""
+    from django.db import connection
+
+    if connection.vendor == "sqlite":
+        import sqlite3
+
+        connection.ensure_connection()
+        # The real limit (32,766 since SQLite 3.32), not Django's conservative 999.
+        return connection.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+    return 65535
+
+
+EVENT_ROW_COLUMNS = ("contact_id", "kind", "occurred_at", "source", "properties",
+                     "idempotency_key", "actor_id")
+
+
+def events_insert_rows(rows: Sequence[tuple]) -> list[int]:
+    """Insert events given as tuples in EVENT_ROW_COLUMNS order, `properties` already JSON
+    text; return their ids in order and hand them to the consumers after commit.
+
+    The ingest hot path: one multi-row INSERT per few thousand rows, built directly instead
+    of through bulk_create, whose per-field compiling costs more than the database's own
+    insert. Raises IntegrityError as bulk_create would (e.g. on a known idempotency key).
+    """
+    from django.db import connection
+
+    if not rows:
+        return []
+    ops = connection.ops
+    now = ops.adapt_datetimefield_value(timezone.now())
+    columns = [*EVENT_ROW_COLUMNS, "recorded_at"]
+    jsonb = "::jsonb" if connection.vendor == "postgresql" else ""
+    row_sql = f"(%s, %s, %s, %s, %s{jsonb}, %s, %s, %s)"
+    table = ops.quote_name(Event._meta.db_table)
+    head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "  # noqa: S608 - fixed names
+    per_statement = max(1, min(4000, _max_query_params() // len(columns)))
+    ids: list[int] = []
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), per_statement):
+            chunk = rows[start:start + per_statement]
+            params: list[Any] = []
+            for contact_id, kind, occurred_at, source, properties, key, actor_id in chunk:
+                params += [contact_id, kind, ops.adapt_datetimefield_value(occurred_at), source,
+                           properties, key, actor_id, now]
+            cursor.execute(f"{head}{', '.join([row_sql] * len(chunk))} RETURNING id", params)
+            # Rows come back in insertion order, as bulk_create also relies on.
+            ids += [pk for (pk,) in cursor.fetchall()]
+    dispatch.on_commit(ids)
+    return ids

@@ -1,4 +1,5 @@
-"""A contact a user creates by hand is a lead, so every contact starts in a stage."""
+"""A contact a user creates by hand is a lead, so every contact starts in a stage; contacts
+the bulk ingest API creates (source "ingest") count as created by the API."""
 
 from django.db import migrations
 
@@ -7,6 +8,9 @@ NAME = "Created by a user"
 
 def seed(apps, schema_editor):
     Rule = apps.get_model("lifecycle", "Rule")
+    for rule in Rule.objects.filter(name="Created by import or API"):
+        rule.conditions = [{"field": "source", "op": "in", "value": ["import", "api", "ingest"]}]
+        rule.save(update_fields=["conditions"])
     Stage = apps.get_model("lifecycle", "Stage")
     if Rule.objects.filter(name=NAME).exists() or not Stage.objects.filter(key="lead").exists():
         return

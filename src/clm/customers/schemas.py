@@ -1,0 +1,388 @@
+"""Pydantic schemas of the customers API, and the API plumbing its routers share.
+
+Input schemas refuse unknown fields, bound every string to its column's length and refuse
+text the databases cannot store (NUL characters, NaN/Infinity in JSON), so bad input is a
+422 naming the field rather than a database error.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Annotated, Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db.models import F, Q, QuerySet
+from ninja import Schema
+from pydantic import ConfigDict, Field, field_validator
+
+from clm.core.errors import ValidationFailed
+from clm.core.pagination import parse_sort
+
+MAX_ID = 2**63 - 1
+Id = Annotated[int, Field(ge=1, le=MAX_ID)]
+_MAX_JSON_DEPTH = 20
+
+
+def check_storable(value: Any, depth: int = 0) -> Any:
+    """Refuse values PostgreSQL and SQLite cannot both store: NUL in text, NaN/Infinity."""
+    if depth > _MAX_JSON_DEPTH:
+        raise ValueError(f"is nested more than {_MAX_JSON_DEPTH} levels deep")
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("must not contain NUL characters")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("must be a finite number")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_storable(key, depth + 1)
+            check_storable(item, depth + 1)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            check_storable(item, depth + 1)
+    return value
+
+
+class InSchema(Schema):
+    """Base of request bodies: unknown fields are refused, text must be storable."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _storable(cls, value: Any) -> Any:
+        return check_storable(value)
+
+
+class BatchSchema(Schema):
+    """Base of batch bodies: items are checked one by one, so one bad item spoils nothing."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ListOut(Schema):
+    next_cursor: str | None = None
+
+
+class ErrorOut(Schema):
+    code: str
+    message: str
+    field: str | None = None
+
+
+# --- contacts -------------------------------------------------------------------------------
+
+class ContactIn(InSchema):
+    first_name: str = Field("", max_length=100)
+    last_name: str = Field("", max_length=100)
+    email: str | None = Field(None, max_length=254)
+    external_id: str | None = Field(None, max_length=100)
+    phone: str = Field("", max_length=40)
+    job_title: str = Field("", max_length=150)
+    company_id: Id | None = None
+    owner_id: Id | None = None
+    country: str = Field("", max_length=2)
+    region: str = Field("", max_length=100)
+    city: str = Field("", max_length=100)
+    timezone: str = Field("", max_length=64)
+    date_of_birth: date | None = None
+    age_band: str = Field("", max_length=10)
+    income_band: str = Field("", max_length=20)
+    source: str = Field("", max_length=50)
+    source_detail: dict[str, str] = Field(default_factory=dict)
+    tags: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list, max_length=100)
+    properties: dict[str, Any] = Field(default_factory=dict)
+
+
+class ContactPatch(InSchema):
+    """Only the fields sent change; `properties` merge (null removes a key); `tags` replace."""
+
+    first_name: str | None = Field(None, max_length=100)
+    last_name: str | None = Field(None, max_length=100)
+    email: str | None = Field(None, max_length=254)
+    external_id: str | None = Field(None, max_length=100)
+    phone: str | None = Field(None, max_length=40)
+    job_title: str | None = Field(None, max_length=150)
+    company_id: Id | None = None
+    owner_id: Id | None = None
+    country: str | None = Field(None, max_length=2)
+    region: str | None = Field(None, max_length=100)
+    city: str | None = Field(None, max_length=100)
+    timezone: str | None = Field(None, max_length=64)
+    date_of_birth: date | None = None
+    age_band: str | None = Field(None, max_length=10)
+    income_band: str | None = Field(None, max_length=20)
+    source: str | None = Field(None, max_length=50)
+    source_detail: dict[str, str] | None = None
+    tags: list[Annotated[str, Field(max_length=64)]] | None = Field(None, max_length=100)
+    properties: dict[str, Any] | None = None
+
+
+class ContactOut(Schema):
+    id: int
+    first_name: str
+    last_name: str
+    email: str | None
+    external_id: str | None
+    phone: str
+    job_title: str
+    company_id: int | None
+    owner_id: int | None
+    country: str
+    region: str
+    city: str
+    timezone: str
+    date_of_birth: date | None
+    age_band: str
+    income_band: str
+    tags: list[str]
+    source: str
+    stage: str
+    properties: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+    last_activity_at: datetime | None
+
+    @staticmethod
+    def resolve_tags(obj) -> list[str]:
+        # .all() uses the list endpoint's prefetch; sorted for a stable answer.
+        return sorted(t.name for t in obj.tags.all())
+
+
+class ContactFilter(Schema):
+    q: str | None = Field(None, max_length=200, description="Name, email or phone")
+    owner: str | None = Field(None, pattern=r"^(none|[1-9][0-9]{0,17})$",
+                              description="A user id, or 'none' for unowned contacts")
+    company: Id | None = None
+    country: str | None = Field(None, max_length=2)
+    stage: str | None = Field(None, max_length=32)
+    source: str | None = Field(None, max_length=50)
+    tag: str | None = Field(None, max_length=64)
+    age_band: str | None = Field(None, max_length=10)
+    income_band: str | None = Field(None, max_length=20)
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    has_email: bool | None = None
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _storable(cls, value: Any) -> Any:
+        return check_storable(value)
+
+
+class ContactListOut(ListOut):
+    items: list[ContactOut]
+
+
+class ContactBatchIn(BatchSchema):
+    contacts: list[Any] = Field(
+        description="Up to CLM_INGEST_MAX_BATCH (1000) ContactIn objects, each with an "
+                    "email or an external_id.",
+        json_schema_extra={"items": ContactIn.model_json_schema()})
+
+
+class ContactBatchResultOut(Schema):
+    index: int
+    status: str = Field(description="created, updated, unchanged or rejected")
+    id: int | None = None
+    error: ErrorOut | None = None
+
+
+class ContactBatchOut(Schema):
+    results: list[ContactBatchResultOut]
+
+
+# --- companies ------------------------------------------------------------------------------
+
+class CompanyIn(InSchema):
+    name: str = Field(min_length=1, max_length=200)
+    domain: str | None = Field(None, max_length=200)
+    external_id: str | None = Field(None, max_length=100)
+    industry: str = Field("", max_length=100)
+    employee_band: str = Field("", max_length=20)
+    revenue_band: str = Field("", max_length=20)
+    country: str = Field("", max_length=2)
+    region: str = Field("", max_length=100)
+    city: str = Field("", max_length=100)
+    phone: str = Field("", max_length=40)
+    owner_id: Id | None = None
+    properties: dict[str, Any] = Field(default_factory=dict)
+
+
+class CompanyPatch(InSchema):
+    name: str | None = Field(None, min_length=1, max_length=200)
+    domain: str | None = Field(None, max_length=200)
+    external_id: str | None = Field(None, max_length=100)
+    industry: str | None = Field(None, max_length=100)
+    employee_band: str | None = Field(None, max_length=20)
+    revenue_band: str | None = Field(None, max_length=20)
+    country: str | None = Field(None, max_length=2)
+    region: str | None = Field(None, max_length=100)
+    city: str | None = Field(None, max_length=100)
+    phone: str | None = Field(None, max_length=40)
+    owner_id: Id | None = None
+    properties: dict[str, Any] | None = None
+
+
+class CompanyOut(Schema):
+    id: int
+    name: str
+    domain: str | None
+    external_id: str | None
+    industry: str
+    employee_band: str
+    revenue_band: str
+    country: str
+    region: str
+    city: str
+    phone: str
+    owner_id: int | None
+    stage: str
+    properties: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+class CompanyFilter(Schema):
+    q: str | None = Field(None, max_length=200, description="Name or domain prefix")
+    owner: str | None = Field(None, pattern=r"^(none|[1-9][0-9]{0,17})$")
+    country: str | None = Field(None, max_length=2)
+    industry: str | None = Field(None, max_length=100)
+    stage: str | None = Field(None, max_length=32)
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _storable(cls, value: Any) -> Any:
+        return check_storable(value)
+
+
+class CompanyListOut(ListOut):
+    items: list[CompanyOut]
+
+
+# --- property definitions -------------------------------------------------------------------
+
+class PropertyDefinitionIn(InSchema):
+    object_type: str = Field(description="contact or company")
+    key: str = Field(min_length=1, max_length=64)
+    label: str = Field("", max_length=100)
+    type: str = Field(description="text, number, date, choice or boolean")
+    choices: list[Annotated[str, Field(max_length=200)]] = Field(default_factory=list,
+                                                                 max_length=500)
+    required: bool = False
+    help_text: str = Field("", max_length=200)
+
+
+class PropertyDefinitionPatch(InSchema):
+    """Label, choices, required and help may change; key and type may not."""
+
+    label: str | None = Field(None, max_length=100)
+    choices: list[Annotated[str, Field(max_length=200)]] | None = Field(None, max_length=500)
+    required: bool | None = None
+    help_text: str | None = Field(None, max_length=200)
+
+
+class PropertyDefinitionOut(Schema):
+    id: int
+    object_type: str
+    key: str
+    label: str
+    type: str
+    choices: list[Any]
+    required: bool
+    help_text: str
+    created_at: datetime
+
+
+class PropertyDefinitionListOut(ListOut):
+    items: list[PropertyDefinitionOut]
+
+
+# --- keyset pagination ----------------------------------------------------------------------
+
+def page_limit(limit: int | None) -> int:
+    """The page size asked for, defaulted, refused (422 naming `limit`) outside 1..max."""
+    if limit is None:
+        return settings.CLM_API_DEFAULT_PAGE_SIZE
+    maximum = settings.CLM_API_MAX_PAGE_SIZE
+    if limit < 1 or limit > maximum:
+        raise ValidationFailed(f"limit must be between 1 and {maximum}.", field="limit",
+                               code="invalid_limit")
+    return limit
+
+
+def _cursor_encode(field: str, value: Any, pk: int) -> str:
+    if isinstance(value, datetime | date):
+        value = value.isoformat()
+    elif isinstance(value, Decimal):
+        value = str(value)
+    raw = json.dumps([field, value, pk], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _cursor_decode(cursor: str, field: str, model_field) -> tuple[Any, int]:
+    invalid = ValidationFailed("The cursor is not valid for this list and sort.", field="cursor",
+                               code="invalid_cursor")
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        name, value, pk = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        if name != field or not isinstance(pk, int) or isinstance(pk, bool) \
+                or not 0 < pk <= MAX_ID:
+            raise invalid
+        if value is not None:
+            if not isinstance(value, str | int) or isinstance(value, bool):
+                raise invalid
+            value = model_field.to_python(value)
+            if value is None:
+                raise invalid
+            if isinstance(value, int) and not -MAX_ID <= value <= MAX_ID:
+                raise invalid
+        return value, pk
+    except (ValueError, TypeError, DjangoValidationError):
+        raise invalid from None
+
+
+def paginate(qs: QuerySet, *, sort: str | None, allowed: set[str], default: str,
+             cursor: str | None, limit: int | None) -> tuple[list, str | None]:
+    """One page of `qs` in keyset order (sort field, then pk) and the cursor of the next.
+
+    The sort field must be allowlisted (422 naming `sort`); NULL values sort last in both
+    directions, so nullable fields such as email page correctly. A cursor is bound to its
+    sort field; a foreign or forged cursor is a 422 naming `cursor`.
+    """
+    size = page_limit(limit)
+    field, descending = parse_sort(sort, allowed, default)
+    model_field = qs.model._meta.get_field("id" if field == "pk" else field)
+    nullable = model_field.null
+    if nullable:
+        order = F(field).desc(nulls_last=True) if descending else F(field).asc(nulls_last=True)
+    else:
+        order = f"-{field}" if descending else field
+    qs = qs.order_by(order, "-pk" if descending else "pk")
+    if cursor:
+        value, pk = _cursor_decode(cursor, field, model_field)
+        op = "lt" if descending else "gt"
+        if field in ("id", "pk"):
+            qs = qs.filter(pk__gt=pk) if not descending else qs.filter(pk__lt=pk)
+        elif value is None:
+            qs = qs.filter(**{f"{field}__isnull": True, f"pk__{op}": pk})
+        else:
+            after = Q(**{f"{field}__{op}": value}) | Q(**{field: value, f"pk__{op}": pk})
+            if nullable:
+                after |= Q(**{f"{field}__isnull": True})
+            qs = qs.filter(after)
+    items = list(qs[: size + 1])
+    next_cursor = None
+    if len(items) > size:
+        items = items[:size]
+        last = items[-1]
+        next_cursor = _cursor_encode(field, getattr(last, "pk" if field == "id" else field),
+                                     last.pk)
+    return items, next_cursor
