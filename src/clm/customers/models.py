@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Lower
 
 
 class ObjectType(models.TextChoices):
@@ -86,6 +87,9 @@ class Contact(models.Model):
             models.Index(fields=["owner", "created_at"]),
             models.Index(fields=["last_name", "first_name"]),
             models.Index(fields=["company", "last_name"]),
+            models.Index(fields=["owner", "last_name"]),
+            # Case-insensitive last-name prefix search as an index range (see contacts_search).
+            models.Index(Lower("last_name"), name="contact_last_name_lower"),
         ]
 
     def __str__(self) -> str:

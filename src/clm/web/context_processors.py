@@ -6,11 +6,16 @@ from clm.web.navigation import nav_entries
 
 
 def navigation(request) -> dict:
-    """Navigation sections for the signed-in user: entries they may open, grouped."""
+    """Navigation sections for the signed-in user: entries they may open, grouped.
+
+    The entry whose URL is the longest prefix of the current path is marked active (so
+    /contacts/companies/ lights up Companies, not Contacts as well).
+    """
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
         return {"nav_sections": []}
     sections: dict[str, list[dict]] = {}
+    best: dict | None = None
     for section, label, url_name, perm in nav_entries():
         if perm and not user.has_perm(perm):
             continue
@@ -18,6 +23,11 @@ def navigation(request) -> dict:
             url = reverse(url_name)
         except NoReverseMatch:
             continue
-        sections.setdefault(section, []).append(
-            {"label": label, "url": url, "active": request.path.startswith(url) and url != "/"})
+        entry = {"label": label, "url": url, "active": False}
+        sections.setdefault(section, []).append(entry)
+        if url != "/" and request.path.startswith(url) and (
+                best is None or len(url) > len(best["url"])):
+            best = entry
+    if best is not None:
+        best["active"] = True
     return {"nav_sections": list(sections.items())}
