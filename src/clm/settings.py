@@ -75,6 +75,7 @@ INSTALLED_APPS = [
     "clm.analytics",
     "clm.segments",
     "clm.engagement",
+    "clm.automation",
     "clm.web",
 ]
 
@@ -180,6 +181,7 @@ CLM_EVENT_CONSUMERS: list[str] = [
     "clm.lifecycle.consumers.on_events_committed",
     "clm.analytics.consumers.on_events_committed",
     "clm.engagement.consumers.on_events_committed",
+    "clm.automation.consumers.on_events_committed",
 ]
 
 # Email

@@ -26,5 +26,6 @@ urlpatterns = [
     path("analytics/", include("clm.analytics.urls")),
     path("segments/", include("clm.segments.urls")),
     path("engagement/", include("clm.engagement.urls")),
+    path("automation/", include("clm.automation.urls")),
     path("", include("clm.web.urls")),
 ]

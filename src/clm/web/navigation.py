@@ -11,7 +11,7 @@ from importlib import import_module
 
 SECTIONS = ["Reach", "Customers", "Lifecycle", "Engagement", "Insight", "Settings"]
 NAV_MODULES = ["clm.customers.nav", "clm.lifecycle.nav", "clm.analytics.nav", "clm.segments.nav",
-               "clm.engagement.nav", "clm.web.nav"]
+               "clm.engagement.nav", "clm.automation.nav", "clm.web.nav"]
 
 
 @cache

@@ -1,0 +1,3 @@
+"""API of the automation app: ROUTES lists (prefix, Router) pairs mounted under /api/."""
+
+ROUTES: list = []

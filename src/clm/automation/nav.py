@@ -1,0 +1,3 @@
+"""Navigation entries of the automation app."""
+
+NAV: list[tuple[str, str, str, str | None]] = []
