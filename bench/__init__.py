@@ -1,0 +1,1 @@
+"""CLM benchmarks: `python -m bench.run` (see bench/run.py)."""
