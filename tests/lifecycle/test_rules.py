@@ -29,7 +29,7 @@ def test_form_without_type_makes_a_lead(contact, emit):
 
 @pytest.mark.parametrize(("source", "stage"),
                          [("import", "lead"), ("api", "lead"), ("ingest", "lead"), ("ui", "lead"),
-                          ("system", "")])
+                          ("system", "subscriber")])
 def test_contact_created_by_import_api_or_a_user_is_a_lead(contact, emit, source, stage):
     emit(contact, "contact.created", 0, source=source)
     assert contact.stage == stage
