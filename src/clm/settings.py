@@ -200,6 +200,14 @@ EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS")
 EMAIL_TIMEOUT = 30
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "CLM <clm@localhost>")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
+# Marketing email limits per contact, quiet hours in the contact's time zone ("off" disables).
+CLM_EMAIL_MAX_PER_DAY = int(os.environ.get("CLM_EMAIL_MAX_PER_DAY", "2"))
+CLM_EMAIL_MAX_PER_WEEK = int(os.environ.get("CLM_EMAIL_MAX_PER_WEEK", "5"))
+CLM_EMAIL_QUIET_HOURS = os.environ.get("CLM_EMAIL_QUIET_HOURS", "21-8")
+CLM_EMAIL_CLAIM_LEASE_SECONDS = int(os.environ.get("CLM_EMAIL_CLAIM_LEASE_SECONDS", "900"))
+CLM_EMAIL_MAX_ATTEMPTS = int(os.environ.get("CLM_EMAIL_MAX_ATTEMPTS", "6"))
+CLM_EMAIL_RETRY_BASE_SECONDS = int(os.environ.get("CLM_EMAIL_RETRY_BASE_SECONDS", "60"))
+CLM_EMAIL_UNSUBSCRIBE_MAILTO = os.environ.get("CLM_EMAIL_UNSUBSCRIBE_MAILTO", "")
 
 # API
 CLM_API_MAX_PAGE_SIZE = 200

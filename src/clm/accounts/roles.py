@@ -15,6 +15,8 @@ CRM_MODELS: dict[str, list[str]] = {
     "timeline": ["event"],
     "analytics": ["transaction", "contactscore", "refreshrun"],
     "lifecycle": ["stage", "rule", "stagechange", "manualmove"],
+    "engagement": ["emailtemplate", "senderidentity", "subscriptiontype", "broadcast",
+                   "outboundmessage", "suppression"],
 }
 
 # Custom permissions (app_label, codename) per role, beyond the model actions.
@@ -30,11 +32,11 @@ ROLE_DEFAULTS: dict[str, dict] = {
     ADMIN: {"scope": "all", "actions": ["view", "add", "change", "delete"], "extra": ["*"]},
     MANAGER: {"scope": "team", "actions": ["view", "add", "change", "delete"], "extra": []},
     SALES: {"scope": "own", "actions": ["view", "add", "change"], "extra": [],
-            "apps": {"analytics": [], "lifecycle": ["view"]}},
+            "apps": {"analytics": [], "lifecycle": ["view"], "engagement": []}},
     MARKETING: {"scope": "all", "actions": ["view", "add", "change"], "extra": [],
                 "apps": {"lifecycle": ["view"]}},
     SUPPORT: {"scope": "all", "actions": ["view", "change"], "extra": [],
-              "apps": {"analytics": [], "lifecycle": ["view"]}},
+              "apps": {"analytics": [], "lifecycle": ["view"], "engagement": []}},
 }
 
 

@@ -1,0 +1,19 @@
+"""The only tags and filters an email template may use (the sandbox's builtins).
+
+Left out: anything that loads or includes other templates, reaches the URL map or the
+request (`load`, `include`, `extends`, `url`, `csrf_token`, `querystring`), dumps internals
+(`debug`, `pprint`), or turns escaping off (`autoescape`, `filter`, `safe`, `safeseq`).
+"""
+
+from __future__ import annotations
+
+from django.template import Library, defaultfilters, defaulttags
+
+ALLOWED_TAGS = {"comment", "cycle", "firstof", "for", "if", "ifchanged", "now", "resetcycle",
+                "spaceless", "templatetag", "verbatim", "widthratio", "with"}
+BLOCKED_FILTERS = {"safe", "safeseq", "pprint"}
+
+register = Library()
+register.tags.update({k: v for k, v in defaulttags.register.tags.items() if k in ALLOWED_TAGS})
+register.filters.update({k: v for k, v in defaultfilters.register.filters.items()
+                         if k not in BLOCKED_FILTERS})
