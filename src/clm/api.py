@@ -97,6 +97,7 @@ API_MODULES = [
     "clm.customers.api_imports",
     "clm.timeline.api",
     "clm.lifecycle.api",
+    "clm.lifecycle.api_reports",
     "clm.analytics.api",
     "clm.segments.api",
     "clm.engagement.api",

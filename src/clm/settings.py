@@ -121,7 +121,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
             "PRAGMA cache_size=-262144; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=10000; "
             # Checkpoint less often: a checkpoint after nearly every ingest batch tripled commit time.
-            "PRAGMA wal_autocheckpoint=10000;"
+            "PRAGMA wal_autocheckpoint=10000; "
+            # Reports scan large indexes; memory-mapped reads halved the funnel's time.
+            "PRAGMA mmap_size=2147483648;"
         ),
         "transaction_mode": "IMMEDIATE",
     }

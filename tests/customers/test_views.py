@@ -524,3 +524,21 @@ def test_company_suggest_lists_visible_names(make_user):
     response = login(sally).get(reverse("customers:company_suggest"), {"company_name": "acm"})
     assert '<option value="Acme Mine">' in text(response)
     assert "Hidden" not in text(response)
+
+
+def test_contact_list_narrowed_to_a_segment(admin_client_logged_in):
+    from clm.segments.services import segment_create
+    from tests.factories import ContactFactory
+
+    ContactFactory(country="DE", last_name="Inside")
+    ContactFactory(country="FR", last_name="Outside")
+    segment = segment_create(data={"name": "Germans", "definition": {"op": "and", "conditions": [
+        {"type": "property", "field": "country", "op": "eq", "value": "DE"}]}})
+    response = admin_client_logged_in.get(f"/contacts/?segment={segment.pk}")
+    assert response.status_code == 200
+    assert b"Inside" in response.content and b"Outside" not in response.content
+    assert b"Germans" in response.content
+    export = admin_client_logged_in.get(f"/contacts/export/?segment={segment.pk}")
+    body = b"".join(export.streaming_content)
+    assert b"Inside" in body and b"Outside" not in body
+    assert admin_client_logged_in.get("/contacts/?segment=999999").status_code == 404

@@ -15,6 +15,8 @@ CRM_MODELS: dict[str, list[str]] = {
     "timeline": ["event"],
     "analytics": ["transaction", "contactscore", "refreshrun"],
     "lifecycle": ["stage", "rule", "stagechange", "manualmove"],
+    "segments": ["segment"],
+    "automation": ["workflow", "enrollment", "steprun", "notification"],
     "engagement": ["emailtemplate", "senderidentity", "subscriptiontype", "broadcast",
                    "outboundmessage", "suppression"],
 }
@@ -32,11 +34,13 @@ ROLE_DEFAULTS: dict[str, dict] = {
     ADMIN: {"scope": "all", "actions": ["view", "add", "change", "delete"], "extra": ["*"]},
     MANAGER: {"scope": "team", "actions": ["view", "add", "change", "delete"], "extra": []},
     SALES: {"scope": "own", "actions": ["view", "add", "change"], "extra": [],
-            "apps": {"analytics": [], "lifecycle": ["view"], "engagement": []}},
+            "apps": {"analytics": [], "lifecycle": ["view"], "engagement": [],
+                     "segments": [], "automation": []}},
     MARKETING: {"scope": "all", "actions": ["view", "add", "change"], "extra": [],
                 "apps": {"lifecycle": ["view"]}},
     SUPPORT: {"scope": "all", "actions": ["view", "change"], "extra": [],
-              "apps": {"analytics": [], "lifecycle": ["view"], "engagement": []}},
+              "apps": {"analytics": [], "lifecycle": ["view"], "engagement": ["view"],
+                       "segments": [], "automation": []}},
 }
 
 

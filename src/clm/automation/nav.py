@@ -1,3 +1,6 @@
-"""Navigation entries of the automation app."""
+"""Navigation entries of the automation app: (section, label, url name, permission or None)."""
 
-NAV: list[tuple[str, str, str, str | None]] = []
+NAV: list[tuple[str, str, str, str | None]] = [
+    ("Engagement", "Workflows", "automation:workflow_list", "automation.view_workflow"),
+    ("Engagement", "Notifications", "automation:notifications", None),
+]

@@ -32,7 +32,7 @@ DEFAULT_STAGES = ["subscriber", "lead", "mql", "sql", "opportunity", "customer",
 CONTACT_DEFAULT_SORT = "-created_at"
 # Query parameters of the contacts list that a saved view keeps.
 CONTACT_LIST_PARAMS = {"q", "owner", "company", "company_name", "country", "stage", "source",
-                       "tag", "created_from", "created_to", "sort"}
+                       "tag", "created_from", "created_to", "sort", "segment"}
 BULK_MAX = 500
 CONSENT_SOURCES = [("ui", "Entered by staff"), ("phone", "By phone"), ("email", "By email"),
                    ("in_person", "In person"), ("paper", "Paper form"), ("web", "Web form")]

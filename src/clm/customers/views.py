@@ -104,9 +104,11 @@ def _with_params(params, **changes: Any) -> str:
 def contact_list(request: HttpRequest) -> HttpResponse:
     owners = owner_choices("")
     form = ContactFilterForm(request.GET, user=request.user, owners=owners)
-    qs = (form.apply(contacts_visible(request.user))
+    qs = (_in_segment(request, form.apply(contacts_visible(request.user)))
           .select_related("company", "owner").prefetch_related("tags"))
-    searching = bool(request.GET.get("q") or form.active_filters or request.GET.get("company"))
+    segment = request.GET.get("segment")
+    searching = bool(request.GET.get("q") or form.active_filters or request.GET.get("company")
+                     or segment)
     # A search or filter scans for matches, so its count stops sooner than the plain list's.
     paginator = CappedPaginator(qs, PAGE_SIZE, cap=SEARCH_COUNT_CAP if searching else COUNT_CAP)
     page = paginator.get_page(request.GET.get("page"))
@@ -140,7 +142,17 @@ def contact_list(request: HttpRequest) -> HttpResponse:
         if request.user.has_perm("customers.change_contact") else None,
         "tags": Tag.objects.order_by("name").values_list("name", flat=True)[:200],
         "stages": DEFAULT_STAGES,
+        "segment": _segment_label(segment),
     })
+
+
+def _segment_label(segment_id: str | None) -> dict | None:
+    if not segment_id:
+        return None
+    from clm.segments.models import Segment
+
+    found = Segment.objects.filter(pk=int(segment_id)).values("pk", "name").first()
+    return {"id": found["pk"], "name": found["name"]} if found else None
 
 
 @view_perm("customers.view_contact")
@@ -148,9 +160,19 @@ def contact_list(request: HttpRequest) -> HttpResponse:
 def contact_export(request: HttpRequest) -> HttpResponse:
     """Every contact matching the list's search and filters, as CSV."""
     form = ContactFilterForm(request.GET, user=request.user)
-    qs = (form.apply(contacts_visible(request.user))
+    qs = (_in_segment(request, form.apply(contacts_visible(request.user)))
           .select_related("company", "owner").prefetch_related("tags"))
     return _export_response(qs)
+
+
+def _in_segment(request: HttpRequest, qs):
+    """Narrow the list to `?segment=<id>`; an unknown or forbidden segment is a 404."""
+    from clm.segments.queries import contacts_in_segment
+
+    try:
+        return contacts_in_segment(qs, request.GET.get("segment"), request.user)
+    except NotFound:
+        raise Http404("No such segment.") from None
 
 
 def _export_response(qs) -> HttpResponse:

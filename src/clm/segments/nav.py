@@ -1,3 +1,5 @@
-"""Navigation entries of the segments app."""
+"""Navigation entries of the segments app: (section, label, url name, permission or None)."""
 
-NAV: list[tuple[str, str, str, str | None]] = []
+NAV: list[tuple[str, str, str, str | None]] = [
+    ("Customers", "Segments", "segments:segment_list", "segments.view_segment"),
+]
