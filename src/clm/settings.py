@@ -89,6 +89,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "clm.core.idempotency.IdempotencyMiddleware",
 ]
 
 ROOT_URLCONF = "clm.urls"

@@ -104,3 +104,19 @@ def test_list_query_count_is_flat(admin_api, body, django_assert_max_num_queries
         post(admin_api, f"{BASE}/workflows", {**body, "name": f"w{i}"})
     with django_assert_max_num_queries(6):
         assert len(admin_api.get(f"{BASE}/workflows").json()) == 5
+
+
+def test_team_scoped_manager_cannot_switch_a_workflow_on(make_user, make_api_client):
+    from clm.automation.models import Workflow
+    from clm.automation.services import workflow_create
+
+    manager = make_user("manager", username="meg", team="east")
+    manager.user_permissions.add(*__import__("django.contrib.auth.models", fromlist=["Permission"])
+                                 .Permission.objects.filter(content_type__app_label="automation"))
+    workflow = workflow_create(data={
+        "name": "Tag buyers", "trigger": {"type": "event", "kind": "order.completed"},
+        "steps": [{"type": "set_property", "field": "job_title", "value": "Buyer"}]})
+    response = make_api_client(manager).post(f"/api/v1/automation/workflows/{workflow.pk}/activate")
+    assert response.status_code == 403
+    assert response.json()["code"] == "scope_too_narrow"
+    assert not Workflow.objects.get(pk=workflow.pk).active

@@ -140,7 +140,7 @@ def test_duplicates_review_and_merge(admin_client_logged_in):
 
 
 def test_merge_of_invisible_contact_is_404_and_changes_nothing(make_user):
-    sally, other = make_user("sales"), make_user("sales")
+    sally, other = make_user("manager", team="east"), make_user("manager", team="west")
     mine = ContactFactory(owner=sally)
     theirs = ContactFactory(owner=other)
     response = logged_in(sally).post("/contacts/import/duplicates/merge/",
@@ -203,12 +203,13 @@ def test_api_import_of_someone_else_is_404(admin_api, make_user, make_api_client
 
 
 def test_api_duplicates_and_merge(admin_api, make_user, make_api_client):
-    keep = ContactFactory(first_name="Ann", phone="+14155550100")
-    lose = ContactFactory(first_name="Annie", phone="+14155550100")
+    west = make_user("sales", team="west")
+    keep = ContactFactory(first_name="Ann", phone="+14155550100", owner=west)
+    lose = ContactFactory(first_name="Annie", phone="+14155550100", owner=west)
     groups = admin_api.get("/api/v1/duplicates").json()
     assert groups[0]["reason"] == "phone"
     assert {c["id"] for c in groups[0]["contacts"]} == {keep.pk, lose.pk}
-    sally = make_api_client(make_user("sales"))
+    sally = make_api_client(make_user("manager", team="east"))  # sees neither (not her team's)
     denied = sally.post("/api/v1/duplicates/merge", {"survivor_id": keep.pk,
                                                      "loser_ids": [lose.pk]},
                         content_type="application/json")

@@ -12,7 +12,7 @@ from django.utils import timezone
 from clm.automation import engine
 from clm.automation.models import Enrollment, EnrollmentRule, Notification, Workflow
 from clm.automation.steps import validate_goal, validate_steps, validate_trigger
-from clm.core.errors import Conflict, ValidationFailed
+from clm.core.errors import Conflict, PermissionDenied, ValidationFailed
 
 FIELDS = ("name", "description", "trigger", "steps", "enrollment_rule", "reenroll_days", "goal")
 
@@ -88,7 +88,17 @@ def workflow_delete(*, workflow: Workflow, actor=None) -> None:
 @transaction.atomic
 def workflow_activate(*, workflow: Workflow, actor=None) -> Workflow:
     """Switch the workflow on. Its steps are validated again (a template or list may have
-    gone since it was saved); enrollments held by the pause go on from where they were."""
+    gone since it was saved); enrollments held by the pause go on from where they were.
+
+    A workflow acts on every contact that matches (and a webhook step sends their data out),
+    so only a user who may see all contacts can switch one on.
+    """
+    from clm.accounts.models import Scope
+    from clm.accounts.queries import user_scope
+
+    if actor is not None and user_scope(actor) != Scope.ALL:
+        raise PermissionDenied("Switching a workflow on needs access to all contacts, because "
+                               "it acts on every contact that matches.", code="scope_too_narrow")
     _clean({}, workflow)
     if not workflow.steps:
         raise ValidationFailed("Add at least one step before switching the workflow on.",

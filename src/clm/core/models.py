@@ -25,3 +25,23 @@ class ScheduledJob(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class IdempotencyRecord(models.Model):
+    """The first answer to an API write sent with an `Idempotency-Key` header, replayed to
+    retries from the same caller. status_code 0 marks a request still being processed."""
+
+    caller_hash = models.CharField(max_length=64)
+    key = models.CharField(max_length=200)
+    request_hash = models.CharField(max_length=64)
+    status_code = models.PositiveSmallIntegerField(default=0)
+    content_type = models.CharField(max_length=100, blank=True)
+    body = models.TextField(blank=True)
+    created_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["caller_hash", "key"],
+                                               name="idempotency_record_unique_key")]
+
+    def __str__(self) -> str:
+        return f"{self.key} ({self.status_code})"

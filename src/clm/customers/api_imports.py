@@ -19,6 +19,7 @@ from pydantic import Field
 
 from clm.core.csvsafe import csv_response
 from clm.core.errors import NotFound, PermissionDenied, ValidationFailed
+from clm.core.types import Id
 from clm.customers.exporting import companies_export_rows, contacts_export_rows
 from clm.customers.importing import (
     import_errors_rows,
@@ -144,8 +145,8 @@ class DuplicateGroupOut(Schema):
 
 
 class MergeIn(Schema):
-    survivor_id: int = Field(gt=0)
-    loser_ids: list[int] = Field(min_length=1, max_length=9)
+    survivor_id: Id
+    loser_ids: list[Id] = Field(min_length=1, max_length=9)
 
 
 class MergeOut(Schema):

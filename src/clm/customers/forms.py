@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from clm.core.errors import DomainError
 from clm.core.pagination import parse_sort
+from clm.core.types import parse_id
 from clm.customers.models import Company, Contact, ObjectType, PropertyDefinition, PropertyType
 from clm.customers.queries import (
     CONTACT_SORTS,
@@ -334,7 +335,7 @@ class BulkForm(forms.Form):
         self.fields["owner"].choices = [("", "— nobody —"), *owners[1:]]
         # Any integers are accepted here; the view checks that the user may see each one.
         raw = data.getlist("ids") if data is not None and hasattr(data, "getlist") else []
-        self.fields["ids"].choices = [(v, v) for v in raw if str(v).isdigit()]
+        self.fields["ids"].choices = [(v, v) for v in raw if parse_id(v) is not None]
 
     def clean_ids(self) -> list[int]:
         ids = sorted(set(self.cleaned_data["ids"]))

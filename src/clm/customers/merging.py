@@ -91,7 +91,9 @@ def merge_contacts_for(user, ids: list[int]) -> list[Contact]:
     Raises PermissionDenied without the change permission, NotFound when any of them is not
     visible to the user (the same answer as for a contact that does not exist).
     """
+    # The losers are deleted, so merging needs the delete permission too.
     if not (user.has_perm("customers.change_contact") and
+            user.has_perm("customers.delete_contact") and
             user.has_perm("customers.add_mergerecord")):
         raise PermissionDenied("You may not merge contacts.")
     ids = list(dict.fromkeys(int(i) for i in ids))

@@ -14,6 +14,7 @@ from django.http import HttpRequest
 from ninja import Router, Schema, Status
 from pydantic import ConfigDict, Field
 
+from clm.accounts.queries import visible
 from clm.core.errors import NotFound, PermissionDenied
 from clm.engagement import queries, services
 from clm.engagement.models import Broadcast, EmailTemplate, OutboundMessage
@@ -226,10 +227,10 @@ def bounce(request: HttpRequest, payload: BounceIn):
     message = None
     if payload.message_id:
         ref = payload.message_id.strip()
-        message = OutboundMessage.objects.select_related("contact").filter(
+        # Only messages to contacts the caller may see; anything else is "unknown" (no leak).
+        message = visible(OutboundMessage.objects.select_related("contact"), request.user,
+                          owner_field="contact__owner").filter(
             provider_message_id=ref if ref.startswith("<") else f"<{ref}>").first()
-        if message is None and ref.isdigit():
-            message = OutboundMessage.objects.select_related("contact").filter(pk=int(ref)).first()
         if message is None:
             raise NotFound("No message with this Message-ID.", code="unknown_message")
     suppression = services.email_bounce_record(message=message, address=payload.email,

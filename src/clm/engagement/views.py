@@ -14,6 +14,7 @@ from django.views.decorators.http import require_POST
 
 from clm.accounts.queries import visible
 from clm.core.errors import DomainError
+from clm.core.types import parse_id
 from clm.customers.queries import contacts_search, contacts_visible
 from clm.engagement import queries, services
 from clm.engagement.forms import (
@@ -196,7 +197,8 @@ def broadcast_create(request):
             else:
                 return redirect("engagement:broadcast_detail", broadcast.pk)
     else:
-        template = EmailTemplate.objects.filter(pk=request.GET.get("template") or 0).first()
+        template_id = parse_id(request.GET.get("template", ""))
+        template = EmailTemplate.objects.filter(pk=template_id).first() if template_id else None
         form = BroadcastForm(initial={
             "template": template, "sender": template and template.sender,
             "subscription_type": template and template.subscription_type})

@@ -14,6 +14,7 @@ from ninja import Router, Schema, Status
 from pydantic import ConfigDict, Field
 
 from clm.core.errors import NotFound, PermissionDenied
+from clm.core.types import Id, SmallInt
 from clm.customers.queries import contacts_visible
 from clm.lifecycle import services
 from clm.lifecycle.models import Rule, Stage
@@ -84,7 +85,7 @@ class RuleIn(InSchema):
     conditions: list[Condition] = Field(default_factory=list, max_length=20)
     contact_conditions: list[Condition] = Field(default_factory=list, max_length=20)
     target_stage: str = Field(max_length=32)
-    priority: int = 100
+    priority: SmallInt = 100
     forward_only: bool = True
     is_loop: bool = False
     active: bool = True
@@ -96,7 +97,7 @@ class RulePatch(InSchema):
     conditions: list[Condition] | None = Field(None, max_length=20)
     contact_conditions: list[Condition] | None = Field(None, max_length=20)
     target_stage: str | None = Field(None, max_length=32)
-    priority: int | None = None
+    priority: SmallInt | None = None
     forward_only: bool | None = None
     is_loop: bool | None = None
     active: bool | None = None
@@ -149,7 +150,7 @@ class MoveIn(InSchema):
 
 
 class BulkMoveIn(MoveIn):
-    contact_ids: list[int] = Field(min_length=1, max_length=500)
+    contact_ids: list[Id] = Field(min_length=1, max_length=500)
 
 
 class BulkMoveOut(Schema):

@@ -1,0 +1,44 @@
+import pytest
+
+from clm.customers.models import Company
+
+pytestmark = pytest.mark.django_db
+
+
+def post(client, path, body, key):
+    return client.post(path, body, content_type="application/json", HTTP_IDEMPOTENCY_KEY=key)
+
+
+def test_retry_with_the_same_key_replays_the_first_answer(admin_api):
+    first = post(admin_api, "/api/v1/companies", {"name": "Acme"}, "k-1")
+    again = post(admin_api, "/api/v1/companies", {"name": "Acme"}, "k-1")
+    assert first.status_code == again.status_code == 201
+    assert again.json() == first.json()
+    assert again["Idempotent-Replayed"] == "true"
+    assert Company.objects.filter(name="Acme").count() == 1
+    other = post(admin_api, "/api/v1/companies", {"name": "Acme"}, "k-2")
+    assert other.status_code == 201  # a new key is a new request
+    assert Company.objects.filter(name="Acme").count() == 2
+
+
+def test_same_key_for_another_request_is_refused(admin_api):
+    post(admin_api, "/api/v1/companies", {"name": "Acme"}, "k-1")
+    reused = post(admin_api, "/api/v1/companies", {"name": "Other"}, "k-1")
+    assert reused.status_code == 422
+    assert reused.json()["code"] == "idempotency_key_reused"
+    assert not Company.objects.filter(name="Other").exists()
+
+
+def test_keys_are_private_to_a_caller(admin_user, make_api_client):
+    one, two = make_api_client(admin_user), make_api_client(admin_user)
+    post(one, "/api/v1/companies", {"name": "Acme"}, "shared")
+    response = post(two, "/api/v1/companies", {"name": "Acme"}, "shared")
+    assert "Idempotent-Replayed" not in response
+    assert Company.objects.filter(name="Acme").count() == 2
+
+
+def test_bad_key_is_a_400(admin_api):
+    response = post(admin_api, "/api/v1/companies", {"name": "Acme"}, "x" * 201)
+    assert response.status_code == 400
+    assert response.json()["field"] == "Idempotency-Key"
+    assert not Company.objects.exists()
