@@ -230,7 +230,7 @@ def test_concurrent_retry_falls_back_to_duplicate(admin_user, monkeypatch):
     stored = Event.objects.create(contact=contact, kind="page.viewed", occurred_at=timezone.now(),
                                   recorded_at=timezone.now(), source="ingest",
                                   idempotency_key="k-1")
-    monkeypatch.setattr(ingest, "_known_keys", lambda keys: {})
+    monkeypatch.setattr(ingest, "_known_keys", lambda keys, actor: {})
     results = ingest.events_ingest(items=[event(1, email="c@example.com"),
                                           event(2, email="c@example.com")], actor=admin_user)
     assert [r.status for r in results] == ["duplicate", "created"]
@@ -254,3 +254,16 @@ def test_concurrent_contact_creation_falls_back_to_existing(admin_user, monkeypa
     assert [r.status for r in results] == ["created", "created"]
     assert Contact.objects.filter(email="racer@example.com").count() == 1
     assert Event.objects.filter(kind="contact.created").count() == 2
+
+
+def test_duplicate_of_an_invisible_contacts_event_hides_its_id(make_user, make_api_client):
+    owner, other = make_user("sales", username="own"), make_user("sales", username="oth")
+    body = {"events": [{"idempotency_key": "k-secret", "email": "hidden@example.com",
+                        "kind": "page.viewed", "occurred_at": "2026-01-01T00:00:00Z"}]}
+    first = make_api_client(owner).post("/api/v1/events/batch", body,
+                                        content_type="application/json").json()
+    assert first["results"][0]["status"] == "created"
+    again = make_api_client(other).post("/api/v1/events/batch", body,
+                                        content_type="application/json").json()
+    assert again["results"][0]["status"] == "duplicate"
+    assert again["results"][0]["event_id"] is None

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
@@ -175,9 +175,19 @@ def _validate(index: int, raw: Any, now: datetime, emails: dict[str, str | None]
                     occurred_at=occurred_at, properties_json=props)
 
 
-def _known_keys(keys: set[str]) -> dict[str, int]:
-    """The stored events' ids by idempotency key, for the keys given (one query)."""
-    return dict(Event.objects.filter(idempotency_key__in=keys).values_list("idempotency_key", "pk"))
+def _known_keys(keys: set[str], actor) -> dict[str, int | None]:
+    """The stored events' ids by idempotency key, for the keys given (one query).
+
+    The id is None for an event on a contact `actor` may not see: the key is still a
+    duplicate, but whose event it is stays hidden.
+    """
+    from clm.accounts.queries import visibility_filter
+
+    rows = (Event.objects.filter(idempotency_key__in=keys)
+            .annotate(_visible=Exists(Contact.objects.filter(
+                visibility_filter(actor), pk=OuterRef("contact_id"))))
+            .values_list("idempotency_key", "pk", "_visible"))
+    return {key: pk if is_visible else None for key, pk, is_visible in rows}
 
 
 def _resolve(emails: set[str], external_ids: set[str]) -> tuple[dict[str, int], dict[str, int]]:
@@ -362,7 +372,7 @@ def events_ingest(*, items: list[Any], actor) -> list[IngestResult]:
         return results
 
     # Keys already stored, and keys repeated inside this batch (the first one wins).
-    known = _known_keys({p.item.idempotency_key for p in pendings})
+    known = _known_keys({p.item.idempotency_key for p in pendings}, actor)
     first_of_key: dict[str, _Pending] = {}
     repeats: list[tuple[_Pending, _Pending]] = []
     fresh: list[_Pending] = []
