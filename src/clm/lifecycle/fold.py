@@ -4,16 +4,22 @@ Both the incremental engine and `lifecycle_rebuild` run this same code, so they 
 construction: the incremental engine continues the fold from the stored state when new
 inputs sort after everything applied so far, and replays the contact from scratch otherwise.
 
-Inputs sort by (time, rank, id): inactivity churn (rank 0, synthetic) before events (rank 1)
-before manual moves (rank 2) at the same instant.
+Inputs are plain tuples (the rebuild makes millions of them), sorted by their first three
+items (time, rank, id): inactivity churn (rank 0, synthetic) before events (rank 1) before
+manual moves (rank 2) at the same instant.
+
+    event:        (at, RANK_EVENT, event_id, kind, properties)
+    manual move:  (at, RANK_MANUAL, move_id, to_stage, reason, actor_type, actor_id)
+
+`properties` is a dict, its JSON text (parsed only if a rule's condition reads it), or None
+when no rule of that kind reads properties. Times may be aware datetimes or naive UTC ones
+(the SQLite rebuild reads naive ones), as long as one run does not mix them.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from clm.lifecycle.rules import CompiledRule
 
@@ -26,42 +32,77 @@ PURCHASE_KINDS = frozenset({"order.completed", "invoice.paid", "deal.won"})
 
 RANK_TIME, RANK_EVENT, RANK_MANUAL = 0, 1, 2
 Key = tuple[datetime, int, int]
+Input = tuple  # see the module docstring
 
 
-@dataclass(slots=True)
-class Input:
-    """An event (rank 1) or a manual move (rank 2)."""
-
-    at: datetime
-    rank: int
-    id: int
-    kind: str = ""
-    properties: dict | str = field(default_factory=dict)  # str: JSON not parsed yet
-    # manual moves only
-    to_stage: str = ""
-    reason: str = ""
-    actor_type: str = ""
-    actor_id: int | None = None
-
-    @property
-    def key(self) -> Key:
-        return (self.at, self.rank, self.id)
+_scan = json.JSONDecoder().scan_once
+_decoded: dict[str, object] = {}
 
 
-@dataclass(slots=True)
+def decode(text: str):
+    """json.loads(text), faster: the C scanner without the wrapper, and a small cache
+    (many events share their properties text, e.g. one form's submissions). Callers never
+    mutate the result."""
+    value = _decoded.get(text)
+    if value is None:
+        try:
+            value, end = _scan(text, 0)
+        except StopIteration:
+            end = -1
+        if end != len(text):  # leading/trailing whitespace, or not JSON: the full parser
+            value = json.loads(text)
+        if len(_decoded) >= 20000:
+            _decoded.clear()
+        _decoded[text] = value
+    return value
+
+
+def event_input(at: datetime, event_id: int, kind: str, properties=None) -> Input:
+    return (at, RANK_EVENT, event_id, kind, properties)
+
+
+def manual_input(at: datetime, move_id: int, to_stage: str, reason: str, actor_type: str,
+                 actor_id: int | None) -> Input:
+    return (at, RANK_MANUAL, move_id, to_stage, reason, actor_type, actor_id)
+
+
 class Move:
-    seq: int
-    from_stage: str
-    to_stage: str
-    at: datetime
-    life: int
-    actor_type: str
-    reason: str
-    cause_event_id: int | None = None
-    manual_move_id: int | None = None
-    actor_id: int | None = None
-    rule_id: int | None = None
-    exited_at: datetime | None = None
+    """One move the fold made; `exited_at` is set when the next move closes it."""
+
+    __slots__ = (
+        "actor_id",
+        "actor_type",
+        "at",
+        "cause_event_id",
+        "exited_at",
+        "from_stage",
+        "life",
+        "manual_move_id",
+        "reason",
+        "rule_id",
+        "seq",
+        "to_stage",
+    )
+
+    def __init__(self, seq: int, from_stage: str, to_stage: str, at: datetime, life: int,
+                 actor_type: str, reason: str, cause_event_id: int | None = None,
+                 manual_move_id: int | None = None, actor_id: int | None = None,
+                 rule_id: int | None = None, exited_at: datetime | None = None) -> None:
+        self.seq = seq
+        self.from_stage = from_stage
+        self.to_stage = to_stage
+        self.at = at
+        self.life = life
+        self.actor_type = actor_type
+        self.reason = reason
+        self.cause_event_id = cause_event_id
+        self.manual_move_id = manual_move_id
+        self.actor_id = actor_id
+        self.rule_id = rule_id
+        self.exited_at = exited_at
+
+    def __repr__(self) -> str:
+        return f"Move({self.seq}, {self.from_stage!r} → {self.to_stage!r} at {self.at})"
 
     @property
     def origin(self) -> str:
@@ -70,17 +111,23 @@ class Move:
             return f"e{self.cause_event_id}"
         if self.manual_move_id is not None:
             return f"m{self.manual_move_id}"
-        return f"t{self.at.isoformat()}"
+        at = self.at if self.at.tzinfo is not None else self.at.replace(tzinfo=UTC)
+        return f"t{at.isoformat()}"
 
 
-@dataclass(slots=True)
 class State:
-    stage: str = ""
-    life: int = 1
-    entered_at: datetime | None = None
-    seq: int = 0
-    anchor_at: datetime | None = None
-    hwm: Key | None = None
+    """Where a contact's fold stands: stage, life, inactivity anchor and high-water mark."""
+
+    __slots__ = ("anchor_at", "entered_at", "hwm", "life", "seq", "stage")
+
+    def __init__(self, stage: str = "", life: int = 1, entered_at: datetime | None = None,
+                 seq: int = 0, anchor_at: datetime | None = None, hwm: Key | None = None) -> None:
+        self.stage = stage
+        self.life = life
+        self.entered_at = entered_at
+        self.seq = seq
+        self.anchor_at = anchor_at
+        self.hwm = hwm
 
 
 class Fold:
@@ -95,6 +142,16 @@ class Fold:
         self.churn_after = churn_after
         self.relevant_kinds = (set(rules) | (set(PURCHASE_KINDS) if self.inactivity else set())) \
             - ENGINE_KINDS
+        # Kinds whose rules read the event's properties (the others are read without them).
+        self.property_kinds = {kind for kind, group in rules.items()
+                               if any(rule.conditions for rule in group)} - ENGINE_KINDS
+        # Per kind, what the hot loop needs of each rule, in priority order.
+        self._plans = {
+            kind: tuple((rule, rule.target, self.order.get(rule.target, 0),
+                         rule.is_loop or not rule.forward_only, rule.predicate,
+                         rule.contact_predicate, rule.contact_reads_row)
+                        for rule in group)
+            for kind, group in rules.items() if kind not in ENGINE_KINDS}
 
     def due_at(self, state: State) -> datetime | None:
         """When inactivity churn falls due for this state, if it can."""
@@ -103,77 +160,126 @@ class Fold:
             return state.anchor_at + self.churn_after
         return None
 
-    def run(self, state: State, inputs: Iterable[Input], moves: list[Move],
+    def run(self, state: State, inputs, moves: list[Move],
             contact: dict | None = None, until: datetime | None = None) -> None:
         """Apply `inputs` (sorted, all after state.hwm) to `state`, appending to `moves`.
 
         `moves` may hold the contact's earlier moves (its last one gets exited_at). With
         `until`, inactivity churn due up to then is applied too.
         """
-        contact_row = contact or {}
+        # The state lives in locals during the loop (this is the engine's hot path).
+        order_get, group_get = self.order.get, self.group.get
+        plans_get = self._plans.get
+        inactive = bool(self.inactivity)
+        churn_after = self.churn_after
+        stage, life, anchor = state.stage, state.life, state.anchor_at
+        seq, entered, hwm = state.seq, state.entered_at, state.hwm
+        row = contact or {}
+        last = moves[-1] if moves and moves[-1].exited_at is None else None
+        due = anchor + churn_after if inactive and anchor is not None \
+            and group_get(stage) == "customer" else None
 
-        def contact_view() -> dict:
-            return {**contact_row, "stage": state.stage, "life": state.life}
-
-        rules_for = self.rules.get
+        last_input = None
         for inp in inputs:
-            due = self.due_at(state)
-            if due is not None and due <= inp.at:
-                self._inactive(state, due, moves, contact_view)
-            if inp.rank == RANK_EVENT:
-                kind = inp.kind
+            at = inp[0]
+            if due is not None and due <= at:
+                target, rule = self._inactive_target(stage, life, row)
+                if rule is not None:
+                    seq, life, anchor, last = self._move_to(
+                        moves, last, seq, stage, life, anchor, target, due, "system", rule.name,
+                        rule.id, None, None, None)
+                    stage, entered, hwm = target, due, (due, RANK_TIME, 0)
+                    due = anchor + churn_after if anchor is not None \
+                        and group_get(stage) == "customer" else None
+            rank = inp[1]
+            if rank == RANK_EVENT:
+                kind = inp[3]
                 if kind in PURCHASE_KINDS:
-                    state.anchor_at = inp.at
-                for rule in rules_for(kind, ()):
-                    if not self._allowed(rule, state.stage):
-                        continue
-                    props = inp.properties
-                    if props.__class__ is str:  # raw JSON from the rebuild's stream
-                        props = inp.properties = json.loads(props) or {}
-                    if rule.matches(props or {}, contact_view):
-                        self._move(state, moves, rule.target, inp.at, actor_type="rule",
-                                   reason=rule.name, rule_id=rule.id, cause_event_id=inp.id)
+                    anchor = at
+                    if inactive and group_get(stage) == "customer":
+                        due = at + churn_after
+                plans = plans_get(kind)
+                if plans:
+                    props = inp[4]
+                    current_order = order_get(stage, 0)
+                    for rule, target, target_order, loops, pred, cpred, reads_row in plans:
+                        if target == stage:
+                            continue
+                        if not loops and stage and target_order <= current_order:
+                            continue
+                        if pred is not None:
+                            if props.__class__ is not dict:
+                                props = decode(props) if props.__class__ is str else props
+                                props = props or {}
+                            if not pred(props):
+                                continue
+                        if cpred is not None and not cpred(
+                                {**row, "stage": stage, "life": life} if reads_row
+                                else {"stage": stage, "life": life}):
+                            continue
+                        seq, life, anchor, last = self._move_to(
+                            moves, last, seq, stage, life, anchor, target, at, "rule",
+                            rule.name, rule.id, inp[2], None, None)
+                        stage, entered = target, at
+                        due = anchor + churn_after if inactive and anchor is not None \
+                            and group_get(stage) == "customer" else None
                         break
-            elif inp.to_stage != state.stage and inp.to_stage in self.order:
-                self._move(state, moves, inp.to_stage, inp.at, actor_type=inp.actor_type,
-                           reason=inp.reason, manual_move_id=inp.id, actor_id=inp.actor_id)
-            state.hwm = (inp.at, inp.rank, inp.id)
-        if until is not None:
-            due = self.due_at(state)
-            if due is not None and due <= until:
-                self._inactive(state, due, moves, contact_view)
+            else:
+                target = inp[3]
+                if target != stage and target in self.order:
+                    seq, life, anchor, last = self._move_to(
+                        moves, last, seq, stage, life, anchor, target, at, inp[5], inp[4],
+                        None, None, inp[2], inp[6])
+                    stage, entered = target, at
+                    due = anchor + churn_after if inactive and anchor is not None \
+                        and group_get(stage) == "customer" else None
+            last_input = inp
+        if last_input is not None:
+            hwm = (last_input[0], last_input[1], last_input[2])
+        if until is not None and due is not None and due <= until:
+            target, rule = self._inactive_target(stage, life, row)
+            if rule is not None:
+                seq, life, anchor, last = self._move_to(
+                    moves, last, seq, stage, life, anchor, target, due, "system", rule.name,
+                    rule.id, None, None, None)
+                stage, entered, hwm = target, due, (due, RANK_TIME, 0)
+        state.stage, state.life, state.anchor_at = stage, life, anchor
+        state.seq, state.entered_at, state.hwm = seq, entered, hwm
 
-    def _allowed(self, rule: CompiledRule, current: str) -> bool:
+    def _inactive_target(self, stage: str, life: int, row: dict
+                         ) -> tuple[str, CompiledRule | None]:
+        """The inactivity rule that applies now, if any (tried in priority order)."""
+        for rule in self.inactivity:
+            if self.allowed(rule, stage) and rule.matches(
+                    {}, lambda: {**row, "stage": stage, "life": life}):
+                return rule.target, rule
+        return "", None
+
+    def allowed(self, rule: CompiledRule, current: str) -> bool:
+        """May `rule` move a contact out of `current`? (never to the same stage; forward-only
+        rules only to a later stage, except from no stage at all)."""
         if rule.target == current:
             return False
         if rule.is_loop or not rule.forward_only or not current:
             return True
         return self.order.get(rule.target, 0) > self.order.get(current, 0)
 
-    def _inactive(self, state: State, due: datetime, moves: list[Move],
-                  contact_view: Callable[[], dict]) -> None:
-        for rule in self.inactivity:
-            if self._allowed(rule, state.stage) and rule.matches({}, contact_view):
-                self._move(state, moves, rule.target, due, actor_type="system",
-                           reason=rule.name, rule_id=rule.id)
-                state.hwm = (due, RANK_TIME, 0)
-                return
-
-    def _move(self, state: State, moves: list[Move], target: str, at: datetime, *,
-              actor_type: str, reason: str, rule_id: int | None = None,
-              cause_event_id: int | None = None, manual_move_id: int | None = None,
-              actor_id: int | None = None) -> None:
-        group = self.group
-        if group.get(state.stage) == "lost" and group.get(target) == "customer":
-            state.life += 1  # a win-back starts the next life
-        if group.get(target) == "customer" and group.get(state.stage) != "customer":
-            state.anchor_at = at
-        if moves and moves[-1].exited_at is None:
-            moves[-1].exited_at = at
-        state.seq += 1
-        moves.append(Move(seq=state.seq, from_stage=state.stage, to_stage=target, at=at,
-                          life=state.life, actor_type=actor_type, reason=reason[:500],
-                          cause_event_id=cause_event_id, manual_move_id=manual_move_id,
-                          actor_id=actor_id, rule_id=rule_id))
-        state.stage = target
-        state.entered_at = at
+    def _move_to(self, moves: list[Move], last: Move | None, seq: int, stage: str, life: int,
+                 anchor: datetime | None, target: str, at: datetime, actor_type: str,
+                 reason: str, rule_id: int | None, cause_event_id: int | None,
+                 manual_move_id: int | None, actor_id: int | None):
+        """Record a move; returns the new (seq, life, anchor, last move)."""
+        group_get = self.group.get
+        from_group, to_group = group_get(stage), group_get(target)
+        if to_group == "customer":
+            if from_group == "lost":
+                life += 1  # a win-back starts the next life
+            if from_group != "customer":
+                anchor = at
+        if last is not None:
+            last.exited_at = at
+        seq += 1
+        move = Move(seq, stage, target, at, life, actor_type, reason[:500], cause_event_id,
+                    manual_move_id, actor_id, rule_id)
+        moves.append(move)
+        return seq, life, anchor, move

@@ -137,8 +137,86 @@ def _compile(conditions: list[dict]) -> list[tuple[list[str], str, Any]]:
             for c in conditions]
 
 
-def conditions_hold(compiled: list[tuple[list[str], str, Any]], data: dict) -> bool:
+def conditions_hold(compiled: list[tuple[list[str], str, Any]], data: Any) -> bool:
     return all(_compare(op, _resolve(data, parts), value) for parts, op, value in compiled)
+
+
+def _number_class(value: Any) -> bool:
+    return value.__class__ is int or value.__class__ is float
+
+
+def _condition_predicate(parts: list[str], op: str, value: Any) -> Callable[[Any], bool]:
+    """One condition as a function of the data, with the same result as `conditions_hold`.
+
+    The common shapes (one top-level key; eq / ne; an order against a number) skip the
+    generic walk; anything else goes through `_resolve` and `_compare`.
+    """
+    if len(parts) == 1:
+        key = parts[0]
+
+        def get(data: Any) -> Any:
+            # A one-part path in a dict is the key itself (_resolve would find the same).
+            if data.__class__ is dict:
+                return data.get(key, _MISSING)
+            return _resolve(data, parts)
+    else:
+        def get(data: Any) -> Any:
+            return _resolve(data, parts)
+
+    text = value.__class__ is str
+    if op == "eq":
+        def eq(data: Any) -> bool:
+            actual = get(data)
+            if text and actual.__class__ is str:  # two strings: plain equality
+                return actual == value
+            return actual == value or (actual is not _MISSING and _equal(actual, value))
+        return eq
+    if op == "ne":
+        def ne(data: Any) -> bool:
+            actual = get(data)
+            if text and actual.__class__ is str:
+                return actual != value
+            return actual is _MISSING or not _equal(actual, value)
+        return ne
+    if op == "in" and isinstance(value, list) and value \
+            and all(item.__class__ is str for item in value):
+        members = frozenset(value)
+
+        def among(data: Any) -> bool:
+            actual = get(data)
+            if actual.__class__ is str:  # a string among strings: plain membership
+                return actual in members
+            return _compare(op, actual, value)
+        return among
+    if op in ("gt", "gte", "lt", "lte") and _number_class(value):
+        import operator
+
+        compare = {"gt": operator.gt, "gte": operator.ge, "lt": operator.lt,
+                   "lte": operator.le}[op]
+
+        def order(data: Any) -> bool:
+            actual = get(data)
+            if _number_class(actual):
+                return compare(actual, value)
+            return _compare(op, actual, value)
+        return order
+
+    def generic(data: Any) -> bool:
+        return _compare(op, get(data), value)
+    return generic
+
+
+def predicate(compiled: list[tuple[list[str], str, Any]]) -> Callable[[Any], bool] | None:
+    """All conditions as one function (None when there are none: always true)."""
+    if not compiled:
+        return None
+    checks = [_condition_predicate(parts, op, value) for parts, op, value in compiled]
+    if len(checks) == 1:
+        return checks[0]
+    if len(checks) == 2:
+        first, second = checks
+        return lambda data: first(data) and second(data)
+    return lambda data: all(check(data) for check in checks)
 
 
 @dataclass(slots=True)
@@ -152,11 +230,21 @@ class CompiledRule:
     is_loop: bool
     conditions: list = field(default_factory=list)
     contact_conditions: list = field(default_factory=list)
+    predicate: Callable[[Any], bool] | None = None
+    contact_predicate: Callable[[Any], bool] | None = None
+    # Whether contact conditions read the contact row (not only the engine's stage/life).
+    contact_reads_row: bool = False
 
-    def matches(self, props: dict, contact: Callable[[], dict]) -> bool:
-        if self.conditions and not conditions_hold(self.conditions, props):
+    def __post_init__(self) -> None:
+        self.predicate = predicate(self.conditions)
+        self.contact_predicate = predicate(self.contact_conditions)
+        self.contact_reads_row = any(parts[0] not in STATE_FIELDS or len(parts) > 1
+                                     for parts, _op, _value in self.contact_conditions)
+
+    def matches(self, props: Any, contact: Callable[[], dict]) -> bool:
+        if self.predicate is not None and not self.predicate(props):
             return False
-        return not self.contact_conditions or conditions_hold(self.contact_conditions, contact())
+        return self.contact_predicate is None or self.contact_predicate(contact())
 
 
 def compile_rules(rules) -> dict[str, list[CompiledRule]]:

@@ -16,15 +16,22 @@ class Command(BaseCommand):
         parser.add_argument("--quiet", action="store_true", help="No progress lines.")
 
     def handle(self, *args, quiet: bool = False, **options) -> None:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
 
         def progress(done: int, total: int, stats) -> None:
             if not quiet and options.get("verbosity", 1) > 1:
-                self.stdout.write(f"  contacts up to id {min(done, total)} of {total}: "
-                                  f"{stats.events} events, {stats.moves} moves")
+                self.stdout.write(f"  contacts up to id {done:,} of {total:,}: "
+                                  f"{stats.events:,} events, {stats.moves:,} moves "
+                                  f"({time.perf_counter() - started:.1f} s)")
 
         stats = lifecycle_rebuild(progress=progress)
         elapsed = time.perf_counter() - started
+        phases = stats.extra.get("seconds", {})
+        breakdown = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in phases.items()
+                              if seconds >= 0.05)
+        if breakdown:
+            breakdown += f"; CPU time {time.process_time() - cpu:.1f} s"
         self.stdout.write(self.style.SUCCESS(
-            f"Rebuilt {stats.contacts} contacts from {stats.events} events: "
-            f"{stats.moves} stage changes in {elapsed:.1f} s."))
+            f"Rebuilt {stats.contacts:,} contacts from {stats.events:,} events: "
+            f"{stats.moves:,} stage changes in {elapsed:.1f} s"
+            + (f" ({breakdown})." if breakdown else ".")))
