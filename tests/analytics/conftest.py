@@ -33,3 +33,13 @@ def cdnow_csv(tmp_path) -> Path:
             writer.writerow([customer, f"{day[:4]}-{day[4:6]}-{day[6:]}", dollars, "USD",
                              f"cdnow-{line_no}"])
     return target
+
+
+@pytest.fixture(autouse=True)
+def _fresh_report_cache():
+    """Reports are cached per model run id, which repeats between tests: start empty."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()

@@ -11,6 +11,7 @@ from django.http import HttpRequest
 from ninja import Router, Schema, Status
 
 from clm.analytics import queries
+from clm.analytics.api_reports import reports_router
 from clm.analytics.models import ContactScore, RefreshRun
 from clm.analytics.services import refresh_request
 from clm.core.errors import NotFound, PermissionDenied
@@ -169,5 +170,8 @@ def contact_score(request, contact_id: int):
     score.expected_purchases_days = (run.settings or {}).get("window_days") if run else None
     return score
 
+
+# Reports (cohorts, revenue, churn, CLV distribution, RFM grid, at-risk, dashboard).
+router.add_router("", reports_router)
 
 ROUTES = [("/v1/analytics", router)]

@@ -1,7 +1,10 @@
-"""Purchases, model refresh runs and the per-contact scores they write.
+"""Purchases, their per-contact summary, model refresh runs and the per-contact scores.
 
+PurchaseSummary is one row per buyer, kept current by every write of Transaction, so that a
+refresh as of today reads a million narrow rows instead of grouping ten million purchases.
 ContactScore is one row per contact, rewritten in bulk by each refresh, with plain columns
-(RFM segment, CLV decile, P(alive), health, …) so a segment builder can filter it in SQL.
+(RFM segment, CLV decile, P(alive), health and its parts, …) so a segment builder can filter
+it in SQL.
 """
 
 from __future__ import annotations
@@ -41,6 +44,78 @@ class Transaction(models.Model):
 
     def __str__(self) -> str:
         return f"{self.amount} {self.currency} @ {self.occurred_on}"
+
+
+class PurchaseSummary(models.Model):
+    """Totals of all of a contact's purchases (every Transaction row, whatever its date).
+
+    Maintained by `services.purchase_summaries_update(contact_ids)`, which every writer of
+    Transaction calls in the same transaction (set-based: one statement per batch). Purchases
+    on the same day are one purchase day (as the CLV models count them). A contact without
+    purchases has no row. Amounts add up whatever their currency, as the models do.
+    """
+
+    # Derived tables (this one, PurchaseMonth, ActivityMonth, ContactScore) have no database
+    # foreign key: PostgreSQL checks a key row by row, which made rebuilding them several times
+    # slower. Django still deletes them with their contact (on_delete=CASCADE).
+    contact = models.OneToOneField("customers.Contact", on_delete=models.CASCADE,
+                                   primary_key=True, related_name="purchase_summary",
+                                   db_constraint=False)
+    first_purchase_on = models.DateField()
+    last_purchase_on = models.DateField()
+    purchase_days = models.PositiveIntegerField()
+    transactions = models.PositiveIntegerField()
+    total_amount = models.DecimalField(max_digits=16, decimal_places=2)
+    first_day_amount = models.DecimalField(max_digits=16, decimal_places=2,
+                                           help_text="Spent on the first purchase day.")
+
+    class Meta:
+        verbose_name_plural = "purchase summaries"
+
+    def __str__(self) -> str:
+        return f"purchases of contact {self.contact_id}"
+
+
+class PurchaseMonth(models.Model):
+    """A contact's purchases in one calendar month, maintained with PurchaseSummary.
+
+    `month` is year * 12 + month - 1 of the local purchase day (2024-03 is 24290), so
+    that "the month after" is + 1 in any database.
+    """
+
+    contact = models.ForeignKey("customers.Contact", on_delete=models.CASCADE, related_name="+",
+                                db_constraint=False)
+    month = models.IntegerField()
+    revenue = models.DecimalField(max_digits=16, decimal_places=2)
+    purchase_days = models.PositiveIntegerField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["contact", "month"],
+                                               name="purchase_month_once")]
+        indexes = [models.Index(fields=["month", "contact"], name="purchase_month_by_month")]
+
+    def __str__(self) -> str:
+        return f"purchases of contact {self.contact_id} in month {self.month}"
+
+
+class ActivityMonth(models.Model):
+    """A month (as PurchaseMonth.month, in UTC) in which a contact had any timeline event.
+
+    Added by the analytics consumer for every committed batch of events; rebuilt from the
+    events by `summary.activity_months_rebuild()`.
+    """
+
+    contact = models.ForeignKey("customers.Contact", on_delete=models.CASCADE, related_name="+",
+                                db_constraint=False)
+    month = models.IntegerField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["contact", "month"],
+                                               name="activity_month_once")]
+        indexes = [models.Index(fields=["month", "contact"], name="activity_month_by_month")]
+
+    def __str__(self) -> str:
+        return f"contact {self.contact_id} active in month {self.month}"
 
 
 class RefreshRun(models.Model):
@@ -89,8 +164,11 @@ class ContactScore(models.Model):
     Model fields are NULL for contacts without purchases; the BG/NBD time unit is weeks.
     """
 
+    # No database foreign key (Django still deletes the score with its contact): every row
+    # is written by the refresh from the contact table itself, and without the key SQLite can
+    # empty the table at once and PostgreSQL need not check a million rows one by one.
     contact = models.OneToOneField("customers.Contact", on_delete=models.CASCADE,
-                                   primary_key=True, related_name="score")
+                                   primary_key=True, related_name="score", db_constraint=False)
     as_of = models.DateField()
     purchases = models.PositiveIntegerField(default=0, help_text="Purchase days up to as_of.")
     first_purchase_on = models.DateField(null=True, blank=True)
@@ -119,8 +197,18 @@ class ContactScore(models.Model):
     churn_risk = models.FloatField(null=True, blank=True)
     clv_decile = models.PositiveSmallIntegerField(null=True, blank=True,
                                                   help_text="10 = the top tenth by predicted CLV.")
+    value_at_risk = models.FloatField(null=True, blank=True,
+                                      help_text="predicted_clv * churn_risk: worth saving now.")
     health_score = models.FloatField(null=True, blank=True, help_text="0-100")
-    health_parts = models.JSONField(default=dict, blank=True)
+    # What the health score is made of (see rfm.HEALTH_WEIGHTS); NULL = that part is absent.
+    engagement = models.FloatField(null=True, blank=True,
+                                   help_text="Share of the event rate in the last 30 days, 0-1.")
+    events_30d = models.PositiveIntegerField(default=0)
+    events_prev_90d = models.PositiveIntegerField(default=0, help_text="The 90 days before those.")
+    nps = models.FloatField(null=True, blank=True, help_text="Average NPS answer (0-10), last year.")
+    open_tickets = models.PositiveIntegerField(null=True, blank=True)
+    failed_payments = models.PositiveIntegerField(null=True, blank=True,
+                                                  help_text="In the 90 days to as_of.")
 
     class Meta:
         indexes = [
@@ -130,3 +218,21 @@ class ContactScore(models.Model):
 
     def __str__(self) -> str:
         return f"score of contact {self.contact_id}"
+
+    @property
+    def health_parts(self) -> dict:
+        """Each part of the health score present for this contact (0-1) and the event counts."""
+        parts = {
+            "p_alive": self.p_alive,
+            "engagement": self.engagement,
+            "nps": None if self.nps is None else self.nps / 10.0,
+            "open_tickets": None if self.open_tickets is None else 1.0 / (1 + self.open_tickets),
+            "failed_payments": (None if self.failed_payments is None
+                                else 1.0 / (1 + self.failed_payments)),
+        }
+        out: dict = {k: round(v, 4) for k, v in parts.items() if v is not None}
+        if self.events_30d:
+            out["events_30d"] = self.events_30d
+        if self.events_prev_90d:
+            out["events_prev_90d"] = self.events_prev_90d
+        return out

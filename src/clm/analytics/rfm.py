@@ -1,4 +1,4 @@
-"""RFM quintile scores, named segments, CLV deciles and the health score (pure NumPy).
+"""RFM quintile scores, named segments, CLV deciles (NumPy) and the health score (SQL).
 
 Quintiles (1-5, 5 = best) rank buyers: R by days since the last purchase (fewer is better),
 F by purchase days, M by average spend per purchase day. Ties share the score of their
@@ -63,8 +63,13 @@ def deciles(values: np.ndarray) -> np.ndarray:
     return np.clip(np.ceil(10.0 * ranks / n), 1, 10).astype(np.int8)
 
 
-def segments(r: np.ndarray, f: np.ndarray, m: np.ndarray, repeat: np.ndarray) -> np.ndarray:
-    """Segment name per customer from R, F, M scores and repeat-purchase counts (table above)."""
+# Codes of `segment_codes` (index into this list); the order is the rule order.
+SEGMENT_CODES = ["new", "champions", "potential loyalists", "loyal", "can't lose", "at risk",
+                 "hibernating", "lost"]
+
+
+def segment_codes(r: np.ndarray, f: np.ndarray, m: np.ndarray, repeat: np.ndarray) -> np.ndarray:
+    """Segment per customer as an index into SEGMENT_CODES (rules of the table above)."""
     r = np.asarray(r)
     fm = np.floor((np.asarray(f, dtype=np.float64) + np.asarray(m)) / 2.0 + 0.5)
     single = np.asarray(repeat) == 0
@@ -77,37 +82,21 @@ def segments(r: np.ndarray, f: np.ndarray, m: np.ndarray, repeat: np.ndarray) ->
         (r <= 2) & (fm >= 3),
         r >= 2,
     ]
-    choices = ["new", "champions", "potential loyalists", "loyal", "can't lose", "at risk",
-               "hibernating"]
-    return np.select(conditions, choices, default="lost")
+    return np.select(conditions, list(range(len(conditions))), default=len(conditions)
+                     ).astype(np.int8)
 
 
-def engagement_trend(recent_30: np.ndarray, previous_90: np.ndarray) -> np.ndarray:
-    """0..1: the share of the daily event rate that falls in the last 30 days.
+def segments(r: np.ndarray, f: np.ndarray, m: np.ndarray, repeat: np.ndarray) -> np.ndarray:
+    """Segment name per customer from R, F, M scores and repeat-purchase counts."""
+    return np.array(SEGMENT_CODES, dtype=object)[segment_codes(r, f, m, repeat)]
 
-    0.5 = as active as in the 90 days before; 1 = only recently active; 0 = gone quiet.
-    NaN where the contact had no events in either window.
+
+def health_sql(parts: dict[str, str]) -> str:
+    """SQL for the health score, 0..100: the weighted mean (HEALTH_WEIGHTS) of the parts
+    present. `parts` maps part names to SQL expressions in 0..1, NULL where absent; NULL
+    when no part is present.
     """
-    recent = np.asarray(recent_30, dtype=np.float64) / 30.0
-    before = np.asarray(previous_90, dtype=np.float64) / 90.0
-    total = recent + before
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(total > 0, recent / total, np.nan)
-
-
-def health(parts: dict[str, np.ndarray]) -> np.ndarray:
-    """0..100: the weighted mean of the parts present (each in 0..1, NaN = absent)."""
-    num = None
-    den = None
-    for name, values in parts.items():
-        weight = HEALTH_WEIGHTS[name]
-        v = np.asarray(values, dtype=np.float64)
-        present = ~np.isnan(v)
-        contribution = np.where(present, v * weight, 0.0)
-        w = np.where(present, weight, 0.0)
-        num = contribution if num is None else num + contribution
-        den = w if den is None else den + w
-    if num is None:
-        return np.zeros(0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, 100.0 * num / den, np.nan)
+    num = " + ".join(f"{HEALTH_WEIGHTS[k]} * COALESCE({e}, 0)" for k, e in parts.items())
+    den = " + ".join(f"CASE WHEN {e} IS NULL THEN 0 ELSE {HEALTH_WEIGHTS[k]} END"
+                     for k, e in parts.items())
+    return f"100.0 * ({num}) / NULLIF({den}, 0)"

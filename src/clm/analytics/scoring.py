@@ -73,6 +73,7 @@ class ScoreResult:
     rfm_f: np.ndarray
     rfm_m: np.ndarray
     rfm_segment: np.ndarray
+    rfm_segment_code: np.ndarray  # index into rfm.SEGMENT_CODES
     historical_clv: np.ndarray
     predicted_clv: np.ndarray
     expected_purchases: np.ndarray
@@ -107,7 +108,8 @@ def score(summary: Summary, as_of_day: int, *, horizon_months: int = 12,
     r_score = rfm.quintiles(days_since_last, higher_is_better=False)
     f_score = rfm.quintiles(summary.days)
     m_score = rfm.quintiles(average_spend)
-    segment = rfm.segments(r_score, f_score, m_score, x_int)
+    segment_code = rfm.segment_codes(r_score, f_score, m_score, x_int)
+    segment = np.array(rfm.SEGMENT_CODES, dtype=object)[segment_code]
     timings = {"rfm": time.perf_counter() - t0}
     errors: list[str] = []
 
@@ -149,6 +151,7 @@ def score(summary: Summary, as_of_day: int, *, horizon_months: int = 12,
         bgnbd=bg_fit, gamma_gamma=gg_fit, diagnostics=diagnostics,
         frequency=x_int, recency=t_x, T=T, monetary=zbar, average_spend=average_spend,
         days_since_last=days_since_last, tenure_days=T_days, rfm_r=r_score, rfm_f=f_score,
-        rfm_m=m_score, rfm_segment=segment, historical_clv=summary.total,
+        rfm_m=m_score, rfm_segment=segment, rfm_segment_code=segment_code,
+        historical_clv=summary.total,
         predicted_clv=pred_clv, expected_purchases=expected, p_alive=p_alive,
         churn_risk=1.0 - p_alive, clv_decile=decile, timings=timings, errors=errors)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import time
 from collections.abc import Iterable
@@ -13,13 +12,12 @@ from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-import numpy as np
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
-from clm.analytics import bulk, queries, rfm, scoring
+from clm.analytics import queries, summary
 from clm.analytics.models import RefreshRun, Transaction
 from clm.core.errors import Conflict, ValidationFailed
 from clm.customers.models import Contact
@@ -114,7 +112,43 @@ def transactions_from_events(event_ids: Iterable[int]) -> int:
         # Unique order_reference and event_id make a repeat a no-op.
         Transaction.objects.bulk_create(rows, batch_size=500, ignore_conflicts=True)
         after = Transaction.objects.filter(event_id__in=[e.pk for e in events]).count()
+        if after > before:
+            summary.summaries_update({row.contact_id for row in rows})
     return after - before
+
+
+@transaction.atomic
+def transaction_record(*, contact: Contact, occurred_at: datetime, amount: Decimal | str | float,
+                       currency: str | None = None, order_reference: str | None = None,
+                       source: str = "api") -> Transaction:
+    """Record one purchase (and bring the contact's purchase summary up to date).
+
+    Raises ValidationFailed (field amount, currency or order_reference) for a bad amount or
+    currency code, or an order reference already recorded.
+    """
+    value = _parse_amount(amount)
+    code = _parse_currency(currency)
+    if timezone.is_naive(occurred_at):
+        raise ValidationFailed("occurred_at needs a time zone.", field="occurred_at")
+    reference = (order_reference or "").strip()[:100] or None
+    if reference and Transaction.objects.filter(order_reference=reference).exists():
+        raise ValidationFailed(f"Order '{reference}' is already recorded.",
+                               field="order_reference", code="duplicate")
+    row = Transaction.objects.create(
+        contact=contact, occurred_at=occurred_at, occurred_on=local_day(occurred_at),
+        amount=value, currency=code, order_reference=reference, source=source[:30],
+        created_at=timezone.now())
+    summary.summaries_update([contact.pk])
+    return row
+
+
+def purchase_summaries_update(*, contact_ids: Iterable[int]) -> None:
+    """Bring the purchase summaries of `contact_ids` up to date with their transactions.
+
+    Every writer of Transaction outside this module (billing, a merge of contacts) calls it
+    in its own transaction, with the contacts whose purchases it added, changed or moved.
+    """
+    summary.summaries_update(contact_ids)
 
 
 # --------------------------------------------------------------------------------------
@@ -263,6 +297,7 @@ def transactions_import(*, file: io.TextIOBase | Iterable[str], actor=None,
             existing[t.order_reference] = t
     to_create: list[Transaction] = []
     to_update: list[Transaction] = []
+    moved_from: set[int] = set()  # previous contacts of updated rows
     for _line, key, moment, amount, currency, reference in parsed:
         contact_id = contact_ids[key]
         old = existing.get(reference) if reference else None
@@ -277,6 +312,7 @@ def transactions_import(*, file: io.TextIOBase | Iterable[str], actor=None,
         if all(getattr(old, k) == v for k, v in new_values.items()):
             result.unchanged += 1
             continue
+        moved_from.add(old.contact_id)
         for k, v in new_values.items():
             setattr(old, k, v)
         to_update.append(old)
@@ -284,6 +320,8 @@ def transactions_import(*, file: io.TextIOBase | Iterable[str], actor=None,
     if to_update:
         Transaction.objects.bulk_update(to_update, ["contact_id", "occurred_at", "occurred_on",
                                                     "amount", "currency"], batch_size=500)
+    summary.summaries_update({t.contact_id for t in to_create} | {t.contact_id for t in to_update}
+                             | moved_from)
     result.created, result.updated = len(to_create), len(to_update)
     return result
 
@@ -330,59 +368,22 @@ def _progress(run: RefreshRun, percent: int, step: str) -> None:
     run.progress, run.step = percent, step
 
 
-def _finite(value: float | None) -> float | None:
-    return None if value is None or not np.isfinite(value) else float(value)
-
-
-def _health_json(parts: dict[str, np.ndarray], raw: dict[str, np.ndarray]) -> list[str]:
-    """One JSON object per contact with each present part (0..1) and the counts behind it."""
-    names = list(parts)
-    cols = [bulk.column_values(parts[n], digits=4) for n in names]
-    raw_names = list(raw)
-    raw_cols = [raw[n].tolist() for n in raw_names]
-    out = []
-    for i in range(len(cols[0]) if cols else 0):
-        obj = {n: c[i] for n, c in zip(names, cols, strict=True) if c[i] is not None}
-        for n, c in zip(raw_names, raw_cols, strict=True):
-            if c[i]:
-                obj[n] = c[i]
-        out.append(json.dumps(obj, separators=(",", ":")))
-    return out
-
-
-def _align(ids: np.ndarray, keys: np.ndarray, values: np.ndarray, fill: float) -> np.ndarray:
-    """values[keys == ids[i]] for each id (fill where missing); keys sorted or not."""
-    out = np.full(ids.size, fill, dtype=np.float64)
-    if keys.size == 0:
-        return out
-    order = np.argsort(keys)
-    sk = keys[order]
-    pos = np.clip(np.searchsorted(sk, ids), 0, sk.size - 1)
-    hit = sk[pos] == ids
-    out[hit] = np.asarray(values, dtype=np.float64)[order][pos[hit]]
-    return out
-
-
-def _dict_arrays(mapping: dict[int, float]) -> tuple[np.ndarray, np.ndarray]:
-    if not mapping:
-        return np.zeros(0, dtype=np.int64), np.zeros(0)
-    return (np.fromiter(mapping.keys(), dtype=np.int64, count=len(mapping)),
-            np.fromiter(mapping.values(), dtype=np.float64, count=len(mapping)))
-
-
 def refresh_execute(*, run: RefreshRun) -> RefreshRun:
     """Compute everything as of `run.as_of` and write the scores; marks the run done or failed.
 
     Idempotent: running a finished run again does nothing. Only purchases on or before the
     as-of day count. Score rows are replaced in one transaction (readers never see a mix).
     """
+    from clm.analytics import refresh
+
     if run.status in (RefreshRun.Status.DONE, RefreshRun.Status.FAILED):
         return run
     t_start = time.perf_counter()
     run.status, run.started_at = RefreshRun.Status.RUNNING, timezone.now()
-    run.save(update_fields=["status", "started_at"])
+    run.settings = run.settings or refresh_settings()
+    run.save(update_fields=["status", "started_at", "settings"])
     try:
-        _refresh_compute(run)
+        refresh.compute(run, lambda percent, step: _progress(run, percent, step))
     except Exception as exc:  # the run records any failure; the task must not crash silently
         log.exception("analytics refresh %s failed", run.pk)
         run.status, run.failure = RefreshRun.Status.FAILED, f"{type(exc).__name__}: {exc}"[:2000]
@@ -394,132 +395,6 @@ def refresh_execute(*, run: RefreshRun) -> RefreshRun:
     run.finished_at = timezone.now()
     run.save()
     return run
-
-
-def _refresh_compute(run: RefreshRun) -> None:
-    opts = run.settings or refresh_settings()
-    as_of = run.as_of
-    as_of_day = (as_of - queries.EPOCH).days
-    timings: dict[str, float] = {}
-
-    _progress(run, 5, "reading purchases")
-    t = time.perf_counter()
-    summary = queries.purchase_summary(as_of)
-    timings["read_summary"] = time.perf_counter() - t
-
-    _progress(run, 30, "fitting models")
-    result = scoring.score(summary, as_of_day, horizon_months=opts["horizon_months"],
-                           monthly_discount=opts["monthly_discount"],
-                           window_days=opts["window_days"])
-    timings.update(result.timings)
-
-    _progress(run, 60, "engagement and health")
-    t = time.perf_counter()
-    contact_ids = queries.all_contact_ids()
-    n = contact_ids.size
-    # Position of each buyer among all contacts (both sorted by id).
-    buyer_pos = np.searchsorted(contact_ids, summary.contact_id)
-    if buyer_pos.size:
-        buyer_pos = np.clip(buyer_pos, 0, max(n - 1, 0))
-        valid = (n > 0) & (contact_ids[buyer_pos] == summary.contact_id)
-        buyer_pos = buyer_pos[valid]
-    else:
-        valid = np.zeros(0, dtype=bool)
-
-    def spread(values: np.ndarray, fill=np.nan, dtype=np.float64) -> np.ndarray:
-        out = np.full(n, fill, dtype=dtype)
-        out[buyer_pos] = np.asarray(values)[valid]
-        return out
-
-    e_ids, e_recent, e_before = queries.engagement_counts(as_of)
-    recent = _align(contact_ids, e_ids, e_recent, 0.0)
-    before = _align(contact_ids, e_ids, e_before, 0.0)
-    nps_ids, nps_vals = _dict_arrays(queries.nps_scores(as_of))
-    tk_ids, tk_vals = _dict_arrays(queries.open_ticket_counts(as_of))
-    fp_ids, fp_vals = _dict_arrays(queries.failed_payment_counts(as_of))
-    nps = _align(contact_ids, nps_ids, nps_vals, np.nan)
-    tickets = _align(contact_ids, tk_ids, tk_vals, np.nan)
-    failed = _align(contact_ids, fp_ids, fp_vals, np.nan)
-    p_alive = spread(result.p_alive)
-    parts = {
-        "p_alive": p_alive,
-        "engagement": rfm.engagement_trend(recent, before),
-        "nps": nps / 10.0,
-        "open_tickets": 1.0 / (1.0 + tickets),
-        "failed_payments": 1.0 / (1.0 + failed),
-    }
-    health = rfm.health(parts)
-    raw_counts = {"events_30d": recent.astype(np.int64), "events_prev_90d": before.astype(np.int64)}
-    timings["health"] = time.perf_counter() - t
-
-    _progress(run, 75, "writing scores")
-    t = time.perf_counter()
-    epoch = np.datetime64("1970-01-01", "D")
-    nat = np.datetime64("NaT", "D")
-    first = np.full(n, nat)
-    last = np.full(n, nat)
-    first[buyer_pos] = epoch + summary.first_day[valid]
-    last[buyer_pos] = epoch + summary.last_day[valid]
-    segment = np.full(n, "", dtype=object)
-    segment[buyer_pos] = result.rfm_segment[valid]
-    purchases = np.zeros(n, dtype=np.int64)
-    purchases[buyer_pos] = summary.days[valid]
-    decile = spread(result.clv_decile.astype(np.float64))
-    decile[decile == 0] = np.nan
-    as_of_text = as_of.isoformat()
-    # (column, NumPy array, digits) in SCORE_COLUMNS order; None marks a computed column.
-    spec = [
-        ("contact_id", contact_ids, None), ("as_of", None, None), ("purchases", purchases, None),
-        ("first_purchase_on", first, None), ("last_purchase_on", last, None),
-        ("frequency", spread(result.frequency.astype(np.float64)), 0),
-        ("recency", spread(result.recency), 4), ("T", spread(result.T), 4),
-        ("days_since_last_purchase", spread(result.days_since_last.astype(np.float64)), 0),
-        ("tenure_days", spread(result.tenure_days.astype(np.float64)), 0),
-        ("monetary", spread(result.monetary), 2), ("average_spend", spread(result.average_spend), 2),
-        ("rfm_r", spread(result.rfm_r.astype(np.float64)), 0),
-        ("rfm_f", spread(result.rfm_f.astype(np.float64)), 0),
-        ("rfm_m", spread(result.rfm_m.astype(np.float64)), 0),
-        ("rfm_segment", segment, None),
-        ("historical_clv", spread(result.historical_clv), 2),
-        ("predicted_clv", spread(result.predicted_clv), 2),
-        ("expected_purchases", spread(result.expected_purchases), 4),
-        ("p_alive", p_alive, 4), ("churn_risk", spread(result.churn_risk), 4),
-        ("clv_decile", decile, 0), ("health_score", health, 1), ("health_parts", None, None),
-    ]
-    assert [name for name, _, _ in spec] == bulk.SCORE_COLUMNS  # noqa: S101 - programming error
-
-    def rows_for(start: int, stop: int):
-        cols = []
-        for name, values, digits in spec:
-            if name == "as_of":
-                cols.append([as_of_text] * (stop - start))
-            elif name == "health_parts":
-                cols.append(_health_json({k: v[start:stop] for k, v in parts.items()},
-                                         {k: v[start:stop] for k, v in raw_counts.items()}))
-            elif digits == 0:  # integer column with NULLs
-                cols.append([None if v is None else int(v)
-                             for v in bulk.column_values(values[start:stop])])
-            else:
-                cols.append(bulk.column_values(values[start:stop], digits=digits))
-        return zip(*cols, strict=True)
-
-    timings["prepare_rows"] = time.perf_counter() - t
-    t = time.perf_counter()
-    with transaction.atomic():
-        run.contact_count = bulk.scores_replace(n, rows_for)
-    timings["write_scores"] = time.perf_counter() - t
-
-    bg, gg = result.bgnbd, result.gamma_gamma
-    run.customer_count = len(summary.contact_id)
-    run.bgnbd = {} if bg is None else {
-        "time_unit": scoring.TIME_UNIT, "r": bg.r, "alpha": bg.alpha, "a": bg.a, "b": bg.b,
-        "log_likelihood": _finite(bg.log_likelihood), "customers": bg.n_customers,
-        "converged": bg.converged, "iterations": bg.iterations}
-    run.gamma_gamma = {} if gg is None else {
-        "p": gg.p, "q": gg.q, "gamma": gg.gamma, "log_likelihood": _finite(gg.log_likelihood),
-        "customers": gg.n_customers, "converged": gg.converged, "iterations": gg.iterations}
-    run.diagnostics = {"repeat_purchases": result.diagnostics, "errors": result.errors}
-    run.timings = {k: round(v, 3) for k, v in timings.items()}
 
 
 def refresh_now(*, as_of: date | None = None, actor=None) -> RefreshRun:

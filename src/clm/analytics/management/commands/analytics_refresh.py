@@ -15,8 +15,21 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--as-of", dest="as_of", help="YYYY-MM-DD; purchases after it are ignored")
+        parser.add_argument("--rebuild-summaries", action="store_true",
+                            help="first recompute the per-contact purchase summaries and active "
+                                 "months from all transactions and events (a repair: writes "
+                                 "through the services keep them current)")
 
-    def handle(self, *args, as_of=None, **options):
+    def handle(self, *args, as_of=None, rebuild_summaries=False, **options):
+        if rebuild_summaries:
+            from django.db import transaction
+
+            from clm.analytics import summary
+
+            with transaction.atomic():
+                buyers = summary.summaries_rebuild()
+                summary.activity_months_rebuild()
+            self.stdout.write(f"Rebuilt the purchase summaries of {buyers} customers.")
         day = None
         if as_of:
             day = parse_date(as_of)
