@@ -15,6 +15,7 @@ from clm.analytics.api_reports import reports_router
 from clm.analytics.models import ContactScore, RefreshRun
 from clm.analytics.services import refresh_request
 from clm.core.errors import NotFound, PermissionDenied
+from clm.core.types import Id
 
 router = Router(tags=["analytics"])
 
@@ -150,7 +151,7 @@ def refresh(request, payload: RefreshIn):
 
 
 @router.get("/refresh/{run_id}", response=RefreshRunOut)
-def refresh_status(request, run_id: int):
+def refresh_status(request, run_id: Id):
     _require(request, VIEW_PERMISSION)
     run = RefreshRun.objects.filter(pk=run_id).first()
     if run is None:
@@ -159,7 +160,7 @@ def refresh_status(request, run_id: int):
 
 
 @router.get("/contacts/{contact_id}/score", response=ScoreOut)
-def contact_score(request, contact_id: int):
+def contact_score(request, contact_id: Id):
     """A contact's scores; 404 when the contact is not visible to the caller or unscored."""
     _require(request, VIEW_PERMISSION, "customers.view_contact")
     score: ContactScore | None = queries.scores_visible(request.user).filter(
