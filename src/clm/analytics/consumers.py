@@ -22,8 +22,11 @@ def on_events_committed(event_ids: list[int]) -> None:
     months in which contacts were active, and recompute the purchase summary and active
     months of contacts that absorbed others in a merge.
     """
-    rows = list(Event.objects.filter(pk__in=event_ids, kind__in=[ORDER_COMPLETED, MERGED])
-                .values_list("pk", "kind", "contact_id"))
+    # By primary key only, kind checked here: with `kind IN` in SQL, SQLite may walk the kind
+    # index over every order ever placed instead of looking up these ids.
+    wanted = {ORDER_COMPLETED, MERGED}
+    rows = [row for row in Event.objects.filter(pk__in=event_ids)
+            .values_list("pk", "kind", "contact_id") if row[1] in wanted]
     orders = [pk for pk, kind, _ in rows if kind == ORDER_COMPLETED]
     if orders:
         transactions_from_events(orders)

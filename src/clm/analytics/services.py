@@ -88,8 +88,10 @@ def transactions_from_events(event_ids: Iterable[int]) -> int:
     ids = list(event_ids)
     if not ids:
         return 0
-    events = list(Event.objects.filter(pk__in=ids, kind=ORDER_COMPLETED)
-                  .only("pk", "contact_id", "occurred_at", "properties"))
+    # Looked up by primary key only (see consumers.on_events_committed for why).
+    events = [e for e in Event.objects.filter(pk__in=ids)
+              .only("pk", "kind", "contact_id", "occurred_at", "properties")
+              if e.kind == ORDER_COMPLETED]
     if not events:
         return 0
     now = timezone.now()

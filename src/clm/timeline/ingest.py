@@ -13,10 +13,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from typing import Any
 
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Q
 from django.utils import timezone
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
@@ -175,19 +176,59 @@ def _validate(index: int, raw: Any, now: datetime, emails: dict[str, str | None]
                     occurred_at=occurred_at, properties_json=props)
 
 
+@cache
+def _sqlite_key_index() -> str | None:
+    """Name of the unique index on timeline_event.idempotency_key (SQLite)."""
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA index_list('timeline_event')")
+        for _, name, unique, *_ in cursor.fetchall():
+            if not unique:
+                continue
+            cursor.execute(f"PRAGMA index_info('{name}')")
+            if [row[2] for row in cursor.fetchall()] == ["idempotency_key"]:
+                return name
+    return None
+
+
+def _stored_keys(keys: list[str]) -> list[tuple[str, int, int]]:
+    """(key, event id, contact id) of stored events with these idempotency keys.
+
+    Most events carry no key, and SQLite's statistics count all those NULLs as one value, so
+    its planner believes each key matches thousands of rows and scans the whole table. There
+    the unique index is named explicitly; PostgreSQL's statistics know better.
+    """
+    index = _sqlite_key_index() if connection.vendor == "sqlite" else None
+    if index is None:
+        return list(Event.objects.filter(idempotency_key__in=keys)
+                    .values_list("idempotency_key", "pk", "contact_id"))
+    rows: list[tuple[str, int, int]] = []
+    with connection.cursor() as cursor:
+        for start in range(0, len(keys), 900):  # SQLite's limit on bound parameters
+            chunk = keys[start:start + 900]
+            marks = ",".join("%s" for _ in chunk)
+            cursor.execute(
+                f'SELECT idempotency_key, id, contact_id FROM timeline_event INDEXED BY "{index}" '  # noqa: S608 - index name from PRAGMA, values bound
+                f"WHERE idempotency_key IN ({marks})", chunk)
+            rows.extend(cursor.fetchall())
+    return rows
+
+
 def _known_keys(keys: set[str], actor) -> dict[str, int | None]:
-    """The stored events' ids by idempotency key, for the keys given (one query).
+    """The stored events' ids by idempotency key, for the keys given.
 
     The id is None for an event on a contact `actor` may not see: the key is still a
-    duplicate, but whose event it is stays hidden.
+    duplicate, but whose event it is stays hidden. One query when no key is known (the
+    common case), two otherwise.
     """
     from clm.accounts.queries import visibility_filter
 
-    rows = (Event.objects.filter(idempotency_key__in=keys)
-            .annotate(_visible=Exists(Contact.objects.filter(
-                visibility_filter(actor), pk=OuterRef("contact_id"))))
-            .values_list("idempotency_key", "pk", "_visible"))
-    return {key: pk if is_visible else None for key, pk, is_visible in rows}
+    rows = _stored_keys(sorted(keys))
+    if not rows:
+        return {}
+    visible_ids = set(Contact.objects.filter(visibility_filter(actor),
+                                             pk__in={contact_id for _, _, contact_id in rows})
+                      .values_list("pk", flat=True))
+    return {key: pk if contact_id in visible_ids else None for key, pk, contact_id in rows}
 
 
 def _resolve(emails: set[str], external_ids: set[str]) -> tuple[dict[str, int], dict[str, int]]:
