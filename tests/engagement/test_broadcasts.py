@@ -68,6 +68,21 @@ def test_broadcast_to_a_tag_with_stats(smtp_sink, news_template, sender, marketi
     assert Event.objects.filter(kind="email.sent", properties__broadcast_id=b.pk).count() == 3
 
 
+def test_broadcast_to_a_segment(smtp_sink, news_template, sender, marketing_type):
+    from clm.segments.services import segment_create
+
+    germans = _contacts(2, country="DE")
+    _contacts(2, country="FR")
+    segment = segment_create(data={"name": "Germans", "definition": {"op": "and", "conditions": [
+        {"type": "property", "field": "country", "op": "eq", "value": "DE"}]}})
+    b = _broadcast(news_template, sender, marketing_type, {"segment": str(segment.pk)})
+    assert b.audience == {"segment": segment.pk}
+    b = broadcast_start(broadcast=b)
+    assert b.total == 2
+    outbox_send_due()
+    assert sorted(smtp_sink.recipients) == sorted(c.email for c in germans)
+
+
 def test_scheduled_broadcast_waits_for_its_time(smtp_sink, news_template, sender, marketing_type):
     _contacts(2)
     later = timezone.now() + timezone.timedelta(hours=1)
@@ -92,7 +107,8 @@ def test_cancel_skips_what_is_not_sent(news_template, sender, marketing_type):
 def test_broadcast_needs_a_valid_audience(news_template, sender, marketing_type):
     from clm.core.errors import ValidationFailed
 
-    for audience, field in (({}, "audience"), ({"segment": 3}, "audience.segment"),
+    for audience, field in (({}, "audience"), ({"segment": 999999}, "audience.segment"),
+                            ({"segment": "x"}, "audience.segment"),
                             ({"colour": "red"}, "audience")):
         with pytest.raises(ValidationFailed) as exc:
             _broadcast(news_template, sender, marketing_type, audience)

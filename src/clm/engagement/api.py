@@ -16,6 +16,7 @@ from pydantic import ConfigDict, Field
 
 from clm.accounts.queries import visible
 from clm.core.errors import NotFound, PermissionDenied
+from clm.core.types import Id
 from clm.engagement import queries, services
 from clm.engagement.models import Broadcast, EmailTemplate, OutboundMessage
 
@@ -116,7 +117,7 @@ class AudienceIn(InSchema):
     all: bool = False
     tag: str | None = Field(None, max_length=64)
     stage: str | None = Field(None, max_length=32)
-    segment: int | None = None
+    segment: Id | None = None
 
 
 class BroadcastIn(InSchema):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django import forms
 
 from clm.engagement.models import EmailTemplate, SenderIdentity, SubscriptionType
+from clm.segments.models import Segment
 
 
 class SenderForm(forms.Form):
@@ -45,6 +46,8 @@ class BroadcastForm(forms.Form):
     template = forms.ModelChoiceField(EmailTemplate.objects.all())
     sender = forms.ModelChoiceField(SenderIdentity.objects.all())
     subscription_type = forms.ModelChoiceField(SubscriptionType.objects.all())
+    segment = forms.ModelChoiceField(Segment.objects.order_by("name"), required=False,
+                                     help_text="Only contacts in this segment.")
     tag = forms.CharField(max_length=64, required=False, help_text="Only contacts with this tag.")
     stage = forms.CharField(max_length=32, required=False, help_text="Only contacts in this stage.")
     everyone = forms.BooleanField(required=False, label="Everyone with an email (no filter)")
@@ -55,7 +58,8 @@ class BroadcastForm(forms.Form):
         d = self.cleaned_data
         return {"name": d["name"], "template": d["template"], "sender": d["sender"],
                 "subscription_type": d["subscription_type"], "scheduled_at": d["scheduled_at"],
-                "audience": {"tag": d["tag"], "stage": d["stage"], "all": d["everyone"]}}
+                "audience": {"segment": d["segment"].pk if d["segment"] else None,
+                             "tag": d["tag"], "stage": d["stage"], "all": d["everyone"]}}
 
 
 def apply_domain_error(form: forms.Form, exc) -> None:

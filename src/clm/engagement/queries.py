@@ -16,18 +16,22 @@ AUDIENCE_KEYS = {"all", "tag", "stage", "segment"}
 
 
 def audience_check(audience: dict[str, Any]) -> dict[str, Any]:
-    """A cleaned audience: {"all": true} or {"tag": …, "stage": …} (both filters AND-ed).
-
-    {"segment": id} is reserved for the segment builder and refused until it exists.
-    """
+    """A cleaned audience: {"all": true}, or any of {"segment": id, "tag": …, "stage": …}
+    (AND-ed)."""
     if not isinstance(audience, dict):
         raise ValidationFailed("The audience must be an object.", field="audience")
     unknown = set(audience) - AUDIENCE_KEYS
     if unknown:
         raise ValidationFailed(f"Unknown audience filter '{sorted(unknown)[0]}'.", field="audience")
-    if audience.get("segment") not in (None, ""):
-        raise ValidationFailed("Segments are not available yet.", field="audience.segment")
     clean: dict[str, Any] = {}
+    if audience.get("segment") not in (None, ""):
+        from clm.core.types import parse_id
+        from clm.segments.models import Segment
+
+        segment_id = parse_id(audience["segment"])
+        if segment_id is None or not Segment.objects.filter(pk=segment_id).exists():
+            raise ValidationFailed("There is no such segment.", field="audience.segment")
+        clean["segment"] = segment_id
     tag = str(audience.get("tag") or "").strip().lower()
     stage = str(audience.get("stage") or "").strip().lower()
     if tag:
@@ -45,6 +49,14 @@ def audience_check(audience: dict[str, Any]) -> dict[str, Any]:
 def audience_contacts(audience: dict[str, Any], user=None) -> QuerySet[Contact]:
     """Contacts in the audience (those the broadcast's creator may see, if one is known)."""
     qs = contacts_visible(user) if user is not None else Contact.objects.all()
+    if audience.get("segment"):
+        from clm.segments.models import Segment
+        from clm.segments.queries import segment_q
+
+        segment = Segment.objects.filter(pk=audience["segment"]).first()
+        if segment is None:  # deleted since: nobody, rather than everybody
+            return Contact.objects.none()
+        qs = qs.filter(segment_q(segment))
     if audience.get("tag"):
         qs = qs.filter(tags__name=audience["tag"])
     if audience.get("stage"):
@@ -54,6 +66,11 @@ def audience_contacts(audience: dict[str, Any], user=None) -> QuerySet[Contact]:
 
 def audience_describe(audience: dict[str, Any]) -> str:
     parts = []
+    if audience.get("segment"):
+        from clm.segments.models import Segment
+
+        name = Segment.objects.filter(pk=audience["segment"]).values_list("name", flat=True).first()
+        parts.append(f"segment “{name or 'deleted'}”")
     if audience.get("tag"):
         parts.append(f"tag “{audience['tag']}”")
     if audience.get("stage"):
