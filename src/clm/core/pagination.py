@@ -1,55 +1,22 @@
-"""Keyset (cursor) pagination over an allowlisted sort field, stable under inserts."""
+"""Keyset (cursor) pagination over an allowlisted sort field, stable under inserts.
+
+Used by every API list and by the UI's "load more" timelines.
+"""
 
 from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from django.db.models import Q, QuerySet
-from django.utils.dateparse import parse_datetime
+from django.conf import settings
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db.models import F, Q, QuerySet
 
 from clm.core.errors import ValidationFailed
-
-
-@dataclass
-class Page:
-    items: list
-    next_cursor: str | None
-    limit: int
-
-
-def _encode(value: Any) -> Any:
-    if isinstance(value, datetime | date):
-        return {"t": "dt", "v": value.isoformat()}
-    if isinstance(value, Decimal):
-        return {"t": "dec", "v": str(value)}
-    return value
-
-
-def _decode(value: Any) -> Any:
-    if isinstance(value, dict) and value.get("t") == "dt":
-        return parse_datetime(value["v"])
-    if isinstance(value, dict) and value.get("t") == "dec":
-        return Decimal(value["v"])
-    return value
-
-
-def encode_cursor(sort_value: Any, pk: int) -> str:
-    raw = json.dumps([_encode(sort_value), pk]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[Any, int]:
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        value, pk = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        return _decode(value), int(pk)
-    except (ValueError, TypeError, json.JSONDecodeError):
-        raise ValidationFailed("The cursor is not valid.", field="cursor", code="invalid_cursor") from None
+from clm.core.types import MAX_ID
 
 
 def parse_sort(sort: str | None, allowed: set[str], default: str) -> tuple[str, bool]:
@@ -65,23 +32,82 @@ def parse_sort(sort: str | None, allowed: set[str], default: str) -> tuple[str, 
     return field, descending
 
 
-def keyset_page(qs: QuerySet, *, sort_field: str, descending: bool, cursor: str | None,
-                limit: int) -> Page:
-    """One page of `qs` ordered by (sort_field, pk); NULL sort values are not supported."""
-    direction = "-" if descending else ""
-    qs = qs.order_by(f"{direction}{sort_field}", f"{direction}pk")
+def page_limit(limit: int | None) -> int:
+    """The page size asked for, defaulted, refused (422 naming `limit`) outside 1..max."""
+    if limit is None:
+        return settings.CLM_API_DEFAULT_PAGE_SIZE
+    maximum = settings.CLM_API_MAX_PAGE_SIZE
+    if limit < 1 or limit > maximum:
+        raise ValidationFailed(f"limit must be between 1 and {maximum}.", field="limit",
+                               code="invalid_limit")
+    return limit
+
+
+def _cursor_encode(field: str, value: Any, pk: int) -> str:
+    if isinstance(value, datetime | date):
+        value = value.isoformat()
+    elif isinstance(value, Decimal):
+        value = str(value)
+    raw = json.dumps([field, value, pk], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _cursor_decode(cursor: str, field: str, model_field) -> tuple[Any, int]:
+    invalid = ValidationFailed("The cursor is not valid for this list and sort.", field="cursor",
+                               code="invalid_cursor")
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        name, value, pk = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        if name != field or not isinstance(pk, int) or isinstance(pk, bool) \
+                or not 0 < pk <= MAX_ID:
+            raise invalid
+        if value is not None:
+            if not isinstance(value, str | int) or isinstance(value, bool):
+                raise invalid
+            value = model_field.to_python(value)
+            if value is None:
+                raise invalid
+            if isinstance(value, int) and not -MAX_ID <= value <= MAX_ID:
+                raise invalid
+        return value, pk
+    except (ValueError, TypeError, DjangoValidationError):
+        raise invalid from None
+
+
+def paginate(qs: QuerySet, *, sort: str | None, allowed: set[str], default: str,
+             cursor: str | None, limit: int | None) -> tuple[list, str | None]:
+    """One page of `qs` in keyset order (sort field, then pk) and the cursor of the next.
+
+    The sort field must be allowlisted (422 naming `sort`); NULL values sort last in both
+    directions, so nullable fields such as email page correctly. A cursor is bound to its
+    sort field; a foreign or forged cursor is a 422 naming `cursor`.
+    """
+    size = page_limit(limit)
+    field, descending = parse_sort(sort, allowed, default)
+    model_field = qs.model._meta.get_field("id" if field == "pk" else field)
+    nullable = model_field.null
+    if nullable:
+        order = F(field).desc(nulls_last=True) if descending else F(field).asc(nulls_last=True)
+    else:
+        order = f"-{field}" if descending else field
+    qs = qs.order_by(order, "-pk" if descending else "pk")
     if cursor:
-        value, pk = decode_cursor(cursor)
+        value, pk = _cursor_decode(cursor, field, model_field)
         op = "lt" if descending else "gt"
-        if sort_field in ("pk", "id"):
-            qs = qs.filter(**{f"pk__{op}": pk})
+        if field in ("id", "pk"):
+            qs = qs.filter(pk__gt=pk) if not descending else qs.filter(pk__lt=pk)
+        elif value is None:
+            qs = qs.filter(**{f"{field}__isnull": True, f"pk__{op}": pk})
         else:
-            qs = qs.filter(Q(**{f"{sort_field}__{op}": value})
-                           | Q(**{sort_field: value, f"pk__{op}": pk}))
-    items = list(qs[: limit + 1])
+            after = Q(**{f"{field}__{op}": value}) | Q(**{field: value, f"pk__{op}": pk})
+            if nullable:
+                after |= Q(**{f"{field}__isnull": True})
+            qs = qs.filter(after)
+    items = list(qs[: size + 1])
     next_cursor = None
-    if len(items) > limit:
-        items = items[:limit]
+    if len(items) > size:
+        items = items[:size]
         last = items[-1]
-        next_cursor = encode_cursor(getattr(last, sort_field if sort_field != "pk" else "pk"), last.pk)
-    return Page(items=items, next_cursor=next_cursor, limit=limit)
+        next_cursor = _cursor_encode(field, getattr(last, "pk" if field == "id" else field),
+                                     last.pk)
+    return items, next_cursor

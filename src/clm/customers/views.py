@@ -21,7 +21,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from clm.core.csvsafe import csv_response
 from clm.core.errors import DomainError, NotFound
-from clm.core.pagination import keyset_page, parse_sort
+from clm.core.pagination import paginate, parse_sort
 from clm.customers import services
 from clm.customers.exporting import contacts_export_rows
 from clm.customers.forms import (
@@ -278,10 +278,10 @@ def _decorate_events(events) -> list:
 
 def _timeline_context(contact: Contact, kind: str, cursor: str | None) -> dict:
     events = contact_timeline(contact, kinds=[kind] if kind else None)
-    page = keyset_page(events, sort_field="occurred_at", descending=True, cursor=cursor,
-                       limit=TIMELINE_PAGE_SIZE)
-    return {"contact": contact, "events": _decorate_events(page.items),
-            "next_cursor": page.next_cursor, "kind": kind}
+    items, next_cursor = paginate(events, sort=None, allowed={"occurred_at"},
+                                  default="-occurred_at", cursor=cursor, limit=TIMELINE_PAGE_SIZE)
+    return {"contact": contact, "events": _decorate_events(items), "next_cursor": next_cursor,
+            "kind": kind}
 
 
 def _contact_properties(contact: Contact) -> list[tuple[str, Any]]:
