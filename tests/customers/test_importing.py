@@ -202,7 +202,7 @@ def test_same_email_twice_in_file_first_row_wins(admin_user):
     assert run_import(content, actor=admin_user).unchanged_count == 1
 
 
-def test_crm_values_are_translated(admin_user, make_user):
+def test_crm_values_are_translated(admin_user, make_user, django_capture_on_commit_callbacks):
     owner = make_user("sales", username="jdoe")
     owner.first_name, owner.last_name = "Jane", "Doe"
     owner.save()
@@ -212,9 +212,11 @@ def test_crm_values_are_translated(admin_user, make_user):
                "Contact owner,Tags,Pricing Plan,Date of birth\n"
                "17,ada@example.com,United Kingdom,Analytical Engines,2021-03-04 10:30,"
                "Marketing Qualified Lead,Jane Doe,\"math, poetry\",pro,12/10/1815\n")
-    job = run_import(content, actor=admin_user)
+    with django_capture_on_commit_callbacks(execute=True):  # the lifecycle engine runs
+        job = run_import(content, actor=admin_user)
     assert job.created_count == 1, job.errors
     ada = Contact.objects.get(email="ada@example.com")
+    assert ada.stage_changes.filter(to_stage="mql").exists()
     assert (ada.external_id, ada.country, ada.stage, ada.owner) == ("17", "GB", "mql", owner)
     assert ada.company.name == "Analytical Engines"
     assert ada.created_at.date() == date(2021, 3, 4)

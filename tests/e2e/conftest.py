@@ -39,7 +39,8 @@ def reference_data(transactional_db):
     from clm.accounts.services import roles_sync
 
     roles_sync()
-    for name in ("0002_seed_stages_rules", "0003_rule_created_by_user"):
+    for name in ("0002_seed_stages_rules", "0003_rule_created_by_user",
+                 "0004_rules_imported_stage"):
         import_module(f"clm.lifecycle.migrations.{name}").seed(apps, None)
 
 

@@ -17,7 +17,7 @@ Promises:
   applied: the first row counts. (Applying both would make a re-import flip values back and
   forth, so a file would never be idempotent.)
 - "Lifecycle Stage": the value goes into the event's properties; a known stage key (lead,
-  mql, customer, …) also becomes the contact's stage when it has none yet.
+  mql, customer, …) goes there too, and the lifecycle engine moves the contact forward to it.
 """
 
 from __future__ import annotations
@@ -48,7 +48,6 @@ from clm.customers import services
 from clm.customers.models import (
     Company,
     Contact,
-    FieldChange,
     ImportJob,
     ObjectType,
     PropertyDefinition,
@@ -719,16 +718,9 @@ def _apply_contact_row(run: _Run, line: int, row: list[str]) -> str:
                                                actor=actor, via="import",
                                                created_at=created_at)
     stage_raw = extras.get("lifecycle_stage")
+    # The stage itself is the lifecycle engine's to set (its "Imported stage" rules read
+    # stage_key from the event), so the move has its history row like any other.
     stage_key = STAGE_KEYS.get(_norm_header(stage_raw)) if stage_raw else None
-    if stage_key and not contact.stage:
-        Contact.objects.filter(pk=contact.pk).update(stage=stage_key)
-        contact.stage = stage_key
-        FieldChange.objects.create(
-            object_type=ObjectType.CONTACT, object_id=contact.pk, field="stage", old_value="",
-            new_value=stage_key, actor=actor if actor is not None and actor.is_authenticated
-            else None, via="import", changed_at=timezone.now())
-        if outcome == services.UpsertOutcome.UNCHANGED:
-            outcome = services.UpsertOutcome.UPDATED
     if outcome != services.UpsertOutcome.UNCHANGED:
         properties = {"import_job_id": run.job.pk, "line": line, "outcome": outcome,
                       "file": run.job.original_name}
