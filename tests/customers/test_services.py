@@ -85,3 +85,15 @@ def test_upsert_is_idempotent():
     _, outcome = services.contact_upsert(data={"email": "u@example.com", "first_name": "V"})
     assert outcome == "updated"
     assert Event.objects.filter(contact=contact).count() == 2
+
+
+def test_company_change_reaches_its_peoples_timelines(admin_user):
+    from tests.factories import CompanyFactory, ContactFactory
+
+    company = CompanyFactory(name="Acme")
+    people = ContactFactory.create_batch(3, company=company)
+    ContactFactory()  # elsewhere
+    services.company_update(company=company, data={"name": "Acme Ltd"}, actor=admin_user)
+    events = Event.objects.filter(kind="company.updated")
+    assert sorted(events.values_list("contact_id", flat=True)) == sorted(c.pk for c in people)
+    assert events.first().properties["changes"] == {"name": ["Acme", "Acme Ltd"]}

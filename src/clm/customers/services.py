@@ -26,7 +26,8 @@ from clm.customers.models import (
 )
 from clm.customers.properties import validate_properties
 from clm.customers.validation import clean_company_fields, clean_contact_fields
-from clm.timeline.services import event_record
+from clm.timeline.models import Event
+from clm.timeline.services import event_record, events_record_bulk
 
 TAG_MAX = 64
 
@@ -277,9 +278,12 @@ def company_update(*, company: Company, data: dict[str, Any] | None = None,
     _record_changes(object_type=ObjectType.COMPANY, obj=company, changes=changes, actor=actor,
                     via=via, at=now)
     # The company's people see the change on their timelines: "their company moved".
-    for contact in company.contacts.all()[:1000]:
-        event_record(contact=contact, kind="company.updated", source=via, actor=actor,
-                     properties={"company_id": company.pk, "changes": _event_changes(changes)})
+    properties = {"company_id": company.pk, "changes": _event_changes(changes)}
+    events_record_bulk([
+        Event(contact_id=contact_id, kind="company.updated", occurred_at=now, recorded_at=now,
+              source=via, properties=properties,
+              actor=actor if actor is not None and actor.is_authenticated else None)
+        for contact_id in company.contacts.values_list("pk", flat=True).iterator(chunk_size=2000)])
     return company, changes
 
 
