@@ -5,7 +5,8 @@ Data size: BENCH_CONTACTS (default 1,000,000) and BENCH_EVENTS_PER_CONTACT (defa
 BENCH_SEED (default 42). The database is a SQLite file under bench/out/<size>/ (gitignored),
 seeded once with `clm seed_demo --no-hooks` and reused by later runs of the same size
 (BENCH_FRESH=1 seeds again). BENCH_ONLY=ingest,reads runs only the named modules.
-BENCH_OUTPUT overrides the report path (default docs/benchmarks.md).
+BENCH_OUTPUT overrides the report path (default docs/benchmarks.md). BENCH_DIR overrides the
+database folder (e.g. a copy of a seeded folder, so two people can measure at once).
 
 The interface for a benchmark module (tiny on purpose):
 
@@ -41,7 +42,7 @@ def _configure() -> None:
     """Point Django at the bench database before anything imports settings."""
     contacts = int(os.environ.get("BENCH_CONTACTS", "1000000"))
     epc = float(os.environ.get("BENCH_EVENTS_PER_CONTACT", "10"))
-    out = ROOT / "bench" / "out" / f"c{contacts}_e{epc:g}"
+    out = Path(os.environ.get("BENCH_DIR") or ROOT / "bench" / "out" / f"c{contacts}_e{epc:g}")
     out.mkdir(parents=True, exist_ok=True)
     os.environ["CLM_VAR_DIR"] = str(out)
     os.environ.pop("DATABASE_URL", None)  # the bench measures the embedded SQLite database
