@@ -488,3 +488,27 @@ def test_openapi_lists_the_endpoints(admin_api):
     for name in ["ContactIn", "ContactOut", "ContactPatch", "CompanyIn", "CompanyOut",
                  "PropertyDefinitionIn", "PropertyDefinitionOut"]:
         assert name in spec["components"]["schemas"], name
+
+
+@pytest.mark.parametrize("pin_limit", [0, 3, 5_000])
+def test_search_pages_are_the_same_whether_matches_are_pinned_or_not(admin_api, monkeypatch,
+                                                                    pin_limit):
+    """Below SEARCH_PIN_LIMIT matches the search is pinned to their ids; above it the sort
+    index is walked. Either way the same contacts come back, in the same order, page by page."""
+    from clm.customers import queries
+
+    monkeypatch.setattr(queries, "SEARCH_PIN_LIMIT", pin_limit)
+    for i in range(7):
+        ContactFactory(first_name="Mara", last_name=f"Quill{i}", email=f"mq{i}@example.test",
+                       country="GB" if i % 2 else "FR")
+    ContactFactory(first_name="Otto", last_name="Other", email="otto@example.test",
+                   country="GB")
+    seen, cursor = [], ""
+    while True:
+        body = admin_api.get(f"/api/v1/contacts?q=quill&country=GB&sort=last_name&limit=2"
+                             f"{cursor}").json()
+        seen += [c["last_name"] for c in body["items"]]
+        if not body["next_cursor"]:
+            break
+        cursor = f"&cursor={body['next_cursor']}"
+    assert seen == ["Quill1", "Quill3", "Quill5"]

@@ -123,8 +123,9 @@ def contact_list(request: HttpRequest, filters: Query[ContactFilter], sort: str 
     """Search (`q`), filter and sort (allowlisted) contacts; keyset pages of `limit`."""
     require(request, "customers.view_contact")
     data = filters.model_dump(exclude_none=True)
-    qs = contacts_search(contacts_visible(request.user), data.pop("q", None))
-    qs = contacts_filter(qs, data).prefetch_related("tags")
+    q = data.pop("q", None)
+    qs = contacts_search(contacts_filter(contacts_visible(request.user), data), q)
+    qs = qs.prefetch_related("tags")
     if "tag" in data:
         qs = qs.distinct()
     items, next_cursor = paginate(qs, sort=sort, allowed=CONTACT_SORTS, default="-created_at",

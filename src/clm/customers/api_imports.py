@@ -106,8 +106,8 @@ def import_errors(request: HttpRequest, job_id: int):
 def export_contacts(request: HttpRequest, filters: Query[ContactFilter]):
     _require(request, "customers.view_contact")
     data = filters.model_dump(exclude_none=True)
-    qs = contacts_search(contacts_visible(request.user), data.pop("q", None))
-    qs = contacts_filter(qs, data)
+    q = data.pop("q", None)
+    qs = contacts_search(contacts_filter(contacts_visible(request.user), data), q)
     if "tag" in data:
         qs = qs.distinct()
     header, rows = contacts_export_rows(qs.order_by("pk"))

@@ -12,6 +12,10 @@ from clm.customers.models import Company, ConsentRecord, Contact, FieldChange, O
 
 CONTACT_SORTS = {"created_at", "updated_at", "last_name", "email", "last_activity_at", "id"}
 COMPANY_SORTS = {"created_at", "updated_at", "name", "id"}
+# A search matching at most this many contacts is pinned to their ids, so the database sorts a
+# few thousand rows instead of walking a sort index over the whole table to find them. Above
+# it matches are dense enough (≥ 0.5 % at 1M contacts) that the walk finds a page quickly.
+SEARCH_PIN_LIMIT = 5_000
 CONTACT_FILTERS = {"owner", "company", "country", "stage", "source", "tag", "age_band",
                    "income_band", "created_after", "created_before", "has_email"}
 
@@ -32,20 +36,25 @@ def _prefix(field: str, text: str) -> Q:
 def contacts_search(qs: QuerySet[Contact], text: str | None) -> QuerySet[Contact]:
     """Search by name or email: prefix of the full name, the last name or the email.
 
-    Every branch is an index range, so a rare term stays fast at millions of contacts.
+    Every branch is an index range, so a rare term stays fast at millions of contacts. Apply
+    filters first: the search runs one bounded id query at call time (see SEARCH_PIN_LIMIT).
     """
     text = (text or "").strip().lower()
     if not text:
         return qs
-    if "@" in text and not text.startswith("@"):
-        return qs.filter(_prefix("email", text))
     if text.startswith("@"):
-        return qs.filter(email__endswith=text)
-    qs = qs.annotate(last_name_lower=Lower("last_name"))
-    q = _prefix("search_text", text) | _prefix("last_name_lower", text) | _prefix("email", text)
-    if text.lstrip("+").isdigit():
-        q |= Q(phone__contains=text.lstrip("+"))
-    return qs.filter(q)
+        return qs.filter(email__endswith=text)  # a suffix has no index range: nothing to pin
+    if "@" in text:
+        matches = qs.filter(_prefix("email", text))
+    else:
+        q = _prefix("search_text", text) | _prefix("last_name_lower", text) | _prefix("email", text)
+        if text.lstrip("+").isdigit():
+            q |= Q(phone__contains=text.lstrip("+"))
+        matches = qs.annotate(last_name_lower=Lower("last_name")).filter(q)
+    ids = list(matches.order_by().values_list("pk", flat=True)[: SEARCH_PIN_LIMIT + 1])
+    if len(ids) <= SEARCH_PIN_LIMIT:
+        return qs.filter(pk__in=ids)
+    return matches
 
 
 def contacts_filter(qs: QuerySet[Contact], filters: dict) -> QuerySet[Contact]:
