@@ -1,11 +1,12 @@
 """The refresh pipeline: summary → models (NumPy) → every contact's score row (SQL).
 
 Only what the models compute crosses from Python to the database (per buyer: P(alive),
-expected purchases, predicted CLV and one packed integer of R, F, M, CLV decile and RFM
-segment), into a temporary table. One INSERT … SELECT then joins every contact with its
-purchase summary, those model outputs and its event counts, and derives the rest in SQL:
-the summary's plain arithmetic (frequency, recency, T, spend), churn risk and the health
-score with its parts. Writing thirty Python values per contact would cost several times more.
+expected purchases, predicted CLV and one packed integer of R, F, M, CLV decile, RFM segment
+and the first and last purchase days), into a temporary table. One INSERT … SELECT then
+joins every contact with its purchase summary, those model outputs and its event counts,
+and derives the rest in SQL: the summary's plain arithmetic (frequency, recency, T, spend),
+churn risk and the health score with its parts. Writing thirty Python values per contact
+would cost several times more.
 """
 
 from __future__ import annotations
@@ -42,11 +43,26 @@ def _model_value(expr: str) -> str:
     return f"NULLIF({expr}, 'NaN')" if _is_pg() else expr
 
 
-def pack_scores(result: scoring.ScoreResult) -> np.ndarray:
-    """R | F << 3 | M << 6 | CLV decile << 9 | (segment code + 1) << 13, per buyer."""
-    return (result.rfm_r.astype(np.int32) | (result.rfm_f.astype(np.int32) << 3)
-            | (result.rfm_m.astype(np.int32) << 6) | (result.clv_decile.astype(np.int32) << 9)
-            | ((result.rfm_segment_code.astype(np.int32) + 1) << 13))
+# Day numbers ride in the packed integer as 20-bit fields offset by 2**19 (about ±1,400 years
+# around 1970), so SQL derives recency, age and tenure with integer arithmetic instead of
+# parsing two date strings per row.
+DAY_BITS, DAY_OFFSET = 20, 1 << 19
+FIRST_DAY_SHIFT, LAST_DAY_SHIFT = 17, 17 + DAY_BITS
+
+
+def pack_scores(result: scoring.ScoreResult, s: scoring.Summary) -> np.ndarray:
+    """R | F << 3 | M << 6 | CLV decile << 9 | (segment code + 1) << 13 | first purchase day
+    << 17 | last purchase day << 37 (days offset by DAY_OFFSET), per buyer, as int64."""
+    i8 = np.int64
+    return (result.rfm_r.astype(i8) | (result.rfm_f.astype(i8) << 3)
+            | (result.rfm_m.astype(i8) << 6) | (result.clv_decile.astype(i8) << 9)
+            | ((result.rfm_segment_code.astype(i8) + 1) << 13)
+            | ((s.first_day.astype(i8) + DAY_OFFSET) << FIRST_DAY_SHIFT)
+            | ((s.last_day.astype(i8) + DAY_OFFSET) << LAST_DAY_SHIFT))
+
+
+def _packed_day(shift: int) -> str:
+    return f"(((st.packed >> {shift}) & {(1 << DAY_BITS) - 1}) - {DAY_OFFSET})"
 
 
 def _moment(day: date, days_back: int = 0) -> object:
@@ -105,7 +121,10 @@ def _score_select(source: str, as_of_day: int) -> tuple[list[str], list[str]]:
     each takes one parameter, as_of.
     """
     dn = summary.day_number
-    first, last = dn("s.first_purchase_on"), dn("s.last_purchase_on")
+    # From the packed model outputs; from the dates for a buyer whose purchase summary arrived
+    # after the models read it (COALESCE evaluates the second only then).
+    first = f"COALESCE({_packed_day(FIRST_DAY_SHIFT)}, {dn('s.first_purchase_on')})"
+    last = f"COALESCE({_packed_day(LAST_DAY_SHIFT)}, {dn('s.last_purchase_on')})"
     p_alive = _model_value("st.p_alive")
     segment = " ".join(f"WHEN {i + 1} THEN '{name.replace(chr(39), chr(39) * 2)}'"
                        for i, name in enumerate(rfm.SEGMENT_CODES))
@@ -133,7 +152,7 @@ def _score_select(source: str, as_of_day: int) -> tuple[list[str], list[str]]:
         ("rfm_r", "NULLIF(st.packed & 7, 0)"),
         ("rfm_f", "NULLIF((st.packed >> 3) & 7, 0)"),
         ("rfm_m", "NULLIF((st.packed >> 6) & 7, 0)"),
-        ("rfm_segment", f"CASE st.packed >> 13 {segment} ELSE '' END"),
+        ("rfm_segment", f"CASE (st.packed >> 13) & 15 {segment} ELSE '' END"),
         ("historical_clv", total),
         ("predicted_clv", _model_value("st.clv")),
         ("expected_purchases", _model_value("st.expected")),
@@ -195,9 +214,9 @@ def compute(run: RefreshRun, progress: Callable[[int, str], None]) -> None:
             t = time.perf_counter()
             bulk.write_temp_table(
                 STAGE_TABLE, [("contact_id", "i8"), ("p_alive", "f8"), ("expected", "f8"),
-                              ("clv", "f8"), ("packed", "i4")],
+                              ("clv", "f8"), ("packed", "i8")],
                 [s.contact_id, result.p_alive, result.expected_purchases, result.predicted_clv,
-                 pack_scores(result)])
+                 pack_scores(result, s)])
             timings["write_stage"] = time.perf_counter() - t
             t = time.perf_counter()
             _parts_fill(as_of)
