@@ -104,8 +104,10 @@ def _with_params(params, **changes: Any) -> str:
 def contact_list(request: HttpRequest) -> HttpResponse:
     owners = owner_choices("")
     form = ContactFilterForm(request.GET, user=request.user, owners=owners)
+    # The list shows neither custom properties (JSON, decoded per row) nor the search column.
     qs = (_in_segment(request, form.apply(contacts_visible(request.user)))
-          .select_related("company", "owner").prefetch_related("tags"))
+          .select_related("company", "owner").prefetch_related("tags")
+          .defer("properties", "search_text"))
     segment = request.GET.get("segment")
     searching = bool(request.GET.get("q") or form.active_filters or request.GET.get("company")
                      or segment)
@@ -160,8 +162,10 @@ def _segment_label(segment_id: str | None) -> dict | None:
 def contact_export(request: HttpRequest) -> HttpResponse:
     """Every contact matching the list's search and filters, as CSV."""
     form = ContactFilterForm(request.GET, user=request.user)
+    # The list shows neither custom properties (JSON, decoded per row) nor the search column.
     qs = (_in_segment(request, form.apply(contacts_visible(request.user)))
-          .select_related("company", "owner").prefetch_related("tags"))
+          .select_related("company", "owner").prefetch_related("tags")
+          .defer("properties", "search_text"))
     return _export_response(qs)
 
 
