@@ -6,11 +6,14 @@ Runs on whichever database the suite runs on (CI runs it on SQLite and PostgreSQ
 from __future__ import annotations
 
 import pytest
+from django.utils import timezone
 
 from clm.core.errors import ValidationFailed
 from clm.customers.models import Contact
 from clm.segments.compiler import compile_definition, validate
 from clm.segments.services import behaviour_windows_refresh
+from tests.factories import ContactFactory
+from tests.segments.conftest import add_events, add_score
 
 
 def names(*conditions, op: str = "and", use_counters: bool = False) -> set[str]:
@@ -186,3 +189,121 @@ def test_unknown_stage_is_refused_when_stages_exist(db):
         validate({"op": "and", "conditions": [{"type": "stage", "op": "in",
                                                "value": ["lead", "wizard"]}]})
     assert info.value.field == "conditions[0].value[1]"
+
+
+# --- counters with copies of country and scores ------------------------------------------
+
+BENCH = [prop("country", "in", ["DE", "FR", "GB"]),
+         {"type": "event", "kind": "order.completed", "op": "did", "count": 2, "days": 365},
+         {"type": "p_alive", "min": 0.5}]
+
+
+def sql_of(*conditions, op: str = "and") -> str:
+    q = compile_definition({"op": op, "conditions": list(conditions)})
+    return str(Contact.objects.filter(q).query).lower()
+
+
+def test_and_group_folds_country_and_scores_into_the_counter_read(people):
+    behaviour_windows_refresh([("order.completed", 365)])
+    assert names(*BENCH, use_counters=True) == names(*BENCH) == {"Ann"}
+    sql = sql_of(*BENCH)
+    # One counter read carries all three tests; the score table is not joined.
+    assert "analytics_contactscore" not in sql
+    assert sql.count("segments_behaviourcounter") == 1 and "p_alive" in sql
+    # In an OR group nothing is folded: each condition reads its own source.
+    assert "analytics_contactscore" in sql_of(*BENCH, op="or")
+    assert names(*BENCH, op="or", use_counters=True) == names(*BENCH, op="or")
+
+
+def test_a_newer_score_refresh_makes_the_copies_stale(people):
+    from clm.analytics.models import ContactScore, RefreshRun
+
+    behaviour_windows_refresh([("order.completed", 365)])
+    ContactScore.objects.filter(contact=people.ann).update(p_alive=0.2)
+    # The copies say 0.9 until a refresh shows the scores changed since they were taken.
+    assert names(*BENCH, use_counters=True) == {"Ann"}
+    now = timezone.now()
+    RefreshRun.objects.create(status=RefreshRun.Status.DONE, as_of=now.date(),
+                              created_at=now, finished_at=now)
+    assert names(*BENCH, use_counters=True) == names(*BENCH) == set()
+    assert "analytics_contactscore" in sql_of(*BENCH)
+    # The next counter refresh copies the new scores and reads them again.
+    behaviour_windows_refresh([("order.completed", 365)])
+    assert "analytics_contactscore" not in sql_of(*BENCH)
+    assert names(*BENCH, use_counters=True) == set()
+
+
+def test_country_copy_only_narrows(people):
+    behaviour_windows_refresh([("order.completed", 365)])
+    Contact.objects.filter(pk=people.ann.pk).update(country="US")
+    # Moved out of the countries: left out at once (the contact's own country is tested).
+    assert names(*BENCH, use_counters=True) == set()
+    behaviour_windows_refresh([("order.completed", 365)])
+    Contact.objects.filter(pk=people.ann.pk).update(country="DE")
+    # Moved in: counted from the next refresh on, like a change of behaviour.
+    assert names(*BENCH, use_counters=True) == set()
+    behaviour_windows_refresh([("order.completed", 365)])
+    assert names(*BENCH, use_counters=True) == {"Ann"}
+
+
+def _random_population(rng) -> None:
+    for i in range(80):
+        contact = ContactFactory(first_name=f"R{i}",
+                                 country=rng.choice(["DE", "FR", "GB", "US", ""]))
+        for kind, most in (("order.completed", 5), ("page.viewed", 4)):
+            days = [rng.randrange(0, 500) + 0.5 for _ in range(rng.randrange(0, most + 1))]
+            if days:
+                add_events(contact, kind, *days)
+        if rng.random() < 0.7:
+            add_score(contact,
+                      p_alive=None if rng.random() < 0.1 else round(rng.random(), 2),
+                      clv_decile=None if rng.random() < 0.2 else rng.randrange(1, 11),
+                      health_score=None if rng.random() < 0.2 else rng.randrange(0, 101))
+
+
+def _random_condition(rng, depth: int) -> dict:
+    if depth < 3 and rng.random() < 0.3:
+        return {"op": rng.choice(["and", "or"]),
+                "conditions": [_random_condition(rng, depth + 1)
+                               for _ in range(rng.randrange(1, 4))]}
+    countries = rng.sample(["DE", "FR", "GB", "US", "NL"], rng.randrange(1, 4))
+    kind, days = rng.choice([("order.completed", 365), ("order.completed", 30),
+                             ("page.viewed", 90)])
+    return rng.choice([
+        prop("country", "in", countries),
+        prop("country", "eq", countries[0]),
+        prop("country", "not_in", countries),
+        prop("country", "ne", countries[0]),
+        {"type": "event", "kind": kind, "op": "did", "count": rng.randrange(1, 4),
+         "days": days},
+        {"type": "event", "kind": kind, "op": "did", "count": rng.randrange(1, 4),
+         "days": days},
+        {"type": "event", "kind": kind, "op": "did_not", "days": days},
+        {"type": "p_alive", "min": round(rng.random(), 2)},
+        {"type": "p_alive", "max": round(rng.random(), 2)},
+        {"type": "clv_decile", "min": rng.randrange(1, 11)},
+        {"type": "health", "min": 20, "max": rng.randrange(20, 101)},
+    ])
+
+
+def test_counters_agree_with_events_on_random_definitions(db):
+    import random
+
+    rng = random.Random(4)
+    _random_population(rng)
+    behaviour_windows_refresh([("order.completed", 365), ("order.completed", 30),
+                               ("page.viewed", 90)])
+    folded = 0
+    for _ in range(120):
+        definition = {"op": rng.choice(["and", "or"]),
+                      "conditions": [_random_condition(rng, 1)
+                                     for _ in range(rng.randrange(1, 5))]}
+        live = set(Contact.objects.filter(compile_definition(definition, use_counters=False))
+                   .values_list("pk", flat=True))
+        q = compile_definition(definition)
+        counted = set(Contact.objects.filter(q).values_list("pk", flat=True))
+        assert counted == live, definition
+        assert Contact.objects.filter(q).count() == len(live)
+        sql = str(Contact.objects.filter(q).query)
+        folded += "behaviourcounter" in sql and "country" in sql.split("behaviourcounter")[1]
+    assert folded >= 5  # the random definitions exercised the folding

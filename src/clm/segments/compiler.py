@@ -23,6 +23,17 @@ Windows are "the last D days" ending now. Everything compiles to SQL (joins, EXI
 OuterRef, IN subqueries); nothing loops over contacts in Python, and the same definition
 runs on SQLite and PostgreSQL. Invalid input raises ValidationFailed whose `field` is the
 path of the fault inside the definition, e.g. "conditions[2].op".
+
+Counters (BehaviourCounter, refreshed by the segments job) may stand in for the event table.
+In an AND group that has a "did" condition read from counters, the sibling conditions the
+counter rows carry a copy of are folded into that one counter subquery, so the database
+reads a single index range instead of looking up a contact and its score per counter row:
+  - score ranges (p_alive, clv_decile, health) are *replaced* by the copy, but only while the
+    copy is of the latest finished analytics refresh (else they join ContactScore as usual);
+  - country eq / in is *added* to the counter subquery and still tested on the contact, so
+    the group never admits a contact whose country no longer matches; one who moved into
+    the countries since the counters' refresh counts from the next refresh on (as their
+    behaviour does).
 """
 
 from __future__ import annotations
@@ -105,6 +116,31 @@ def _fail(path: str, message: str, code: str = "invalid") -> ValidationFailed:
                             code=code)
 
 
+@dataclass
+class Leaf:
+    """A compiled node, and what an AND group may fold into a counter subquery."""
+
+    q: Q
+    # (BehaviourWindow id, at least N) of a "did" condition read from counters.
+    counter: tuple[int, int] | None = None
+    # The same test on BehaviourCounter's copied columns.
+    snapshot: Q | None = None
+    # True: the copy equals the source while the window's scores are current, so the
+    # snapshot replaces `q`. False: the snapshot only narrows, `q` is still tested.
+    exact: bool = False
+
+
+def latest_score_refresh() -> int | None:
+    """Id of the analytics refresh whose ContactScore rows are current (None: none yet)."""
+    from clm.analytics.models import RefreshRun
+
+    return (RefreshRun.objects.filter(status=RefreshRun.Status.DONE)
+            .order_by("-finished_at", "-pk").values_list("pk", flat=True).first())
+
+
+_UNKNOWN = object()
+
+
 def _join(path: str, key: str | int) -> str:
     if isinstance(key, int):
         return f"{path}[{key}]"
@@ -114,14 +150,17 @@ def _join(path: str, key: str | int) -> str:
 @dataclass
 class Compiler:
     """Validates and compiles one definition. `windows` maps (kind, days) to the id of a
-    fresh BehaviourWindow whose counters may replace the live event subquery."""
+    fresh BehaviourWindow whose counters may replace the live event subquery;
+    `window_scores` maps such a window id to the analytics refresh its score copies are of."""
 
     now: datetime = field(default_factory=timezone.now)
     windows: dict[tuple[str, int], int] = field(default_factory=dict)
+    window_scores: dict[int, int | None] = field(default_factory=dict)
     stages: set[str] | None = None
     property_types: dict[str, str] | None = None
     conditions_seen: int = 0
     behaviours: set[tuple[str, int]] = field(default_factory=set)
+    _latest_scores: Any = _UNKNOWN
 
     # --- entry -------------------------------------------------------------------------
 
@@ -141,21 +180,50 @@ class Compiler:
             raise _fail(_join(path, "conditions"), "Must be a list.", "required")
         if depth >= MAX_DEPTH:
             raise _fail(path, f"Groups nest at most {MAX_DEPTH} deep.")
-        result = Q()
-        for index, child in enumerate(conditions):
-            child_path = _join(_join(path, "conditions"), index)
-            q = self.node(child, child_path, depth + 1)
-            result = (result & q) if op == "and" else (result | q)
+        leaves = [self.node(child, _join(_join(path, "conditions"), index), depth + 1)
+                  for index, child in enumerate(conditions)]
         if not conditions:
             # An empty AND matches everyone; an empty OR matches no one.
             return Q() if op == "and" else Q(pk__in=[])
+        if op == "and":
+            leaves = self._fold(leaves)
+        result = Q()
+        for leaf in leaves:
+            result = (result & leaf.q) if op == "and" else (result | leaf.q)
         return result
 
-    def node(self, node: Any, path: str, depth: int) -> Q:
+    def _fold(self, leaves: list[Leaf]) -> list[Leaf]:
+        """Fold the snapshot tests of an AND group's leaves into its first counter "did"."""
+        from clm.segments.models import BehaviourCounter
+
+        driver = next((leaf for leaf in leaves if leaf.counter), None)
+        if driver is None or not any(leaf.snapshot is not None for leaf in leaves):
+            return leaves
+        window, count = driver.counter
+        filters = [Q(window_id=window, count__gte=count)]
+        kept = []
+        for leaf in leaves:
+            if leaf.snapshot is None or (leaf.exact and not self._scores_current(window)):
+                kept.append(leaf)
+                continue
+            filters.append(leaf.snapshot)
+            if not leaf.exact:
+                kept.append(leaf)  # a narrowing copy: the live test stays
+        # (An exact copy stands for the score itself: ContactScore need not be joined.)
+        driver.q = Q(pk__in=BehaviourCounter.objects.filter(*filters).values("contact_id"))
+        return kept
+
+    def _scores_current(self, window: int) -> bool:
+        if self._latest_scores is _UNKNOWN:
+            self._latest_scores = latest_score_refresh()
+        return window in self.window_scores and \
+            self.window_scores[window] == self._latest_scores
+
+    def node(self, node: Any, path: str, depth: int) -> Leaf:
         if not isinstance(node, dict):
             raise _fail(path, "A condition must be an object.")
         if "conditions" in node or node.get("type") == "group":
-            return self.group(node, path, depth)
+            return Leaf(self.group(node, path, depth))
         self.conditions_seen += 1
         if self.conditions_seen > MAX_CONDITIONS:
             raise _fail(path, f"A segment has at most {MAX_CONDITIONS} conditions.", "too_many")
@@ -168,7 +236,8 @@ class Compiler:
             raise _fail(_join(path, sorted(extra)[0]), "Unknown key.", "unknown_field")
         if kind in RANGES:
             return self.range(node, path, kind)
-        return getattr(self, f"c_{kind}")(node, path)
+        compiled = getattr(self, f"c_{kind}")(node, path)
+        return compiled if isinstance(compiled, Leaf) else Leaf(compiled)
 
     # --- value helpers -----------------------------------------------------------------
 
@@ -247,7 +316,7 @@ class Compiler:
         return {"text": "ptext", "date": "pdate"}.get(self.property_types[key],
                                                       self.property_types[key])
 
-    def c_property(self, node: dict, path: str) -> Q:
+    def c_property(self, node: dict, path: str) -> Q | Leaf:
         name = node.get("field")
         fpath = _join(path, "field")
         if not isinstance(name, str):
@@ -273,8 +342,12 @@ class Compiler:
         if op in ("in", "not_in"):
             values = self.values(node, path, convert)
             q = self._match_any(orm, ftype, values)
+            if op == "in" and name == "country":
+                return Leaf(q, snapshot=Q(country__in=values))
             return q if op == "in" else ~q
         value = convert(node["value"], vpath)
+        if op == "eq" and name == "country":
+            return Leaf(Q(country=value), snapshot=Q(country=value))
         if ftype == "tags":
             if op == "contains":
                 return self._has_tag(name__contains=value)
@@ -353,7 +426,7 @@ class Compiler:
             raise _fail(_join(path, "days"), "Required.", "required")
         return self.integer(node["days"], _join(path, "days"), 1, MAX_DAYS)
 
-    def c_event(self, node: dict, path: str) -> Q:
+    def c_event(self, node: dict, path: str) -> Q | Leaf:
         from clm.segments.models import BehaviourCounter
         from clm.timeline.models import Event
 
@@ -375,6 +448,8 @@ class Compiler:
             ids = BehaviourCounter.objects.filter(window_id=window, count__gte=count) \
                 .values("contact_id")
             q = Q(pk__in=ids)
+            if op == "did":
+                return Leaf(q, counter=(window, count))
         else:
             since = self.now - timedelta(days=days)
             events = Event.objects.filter(contact_id=OuterRef("pk"), kind=kind,
@@ -408,7 +483,7 @@ class Compiler:
         q = Q(score__rfm_segment__in=values)
         return q if op == "in" else ~q
 
-    def range(self, node: dict, path: str, kind: str) -> Q:
+    def range(self, node: dict, path: str, kind: str) -> Leaf:
         orm, low, high = RANGES[kind]
         bounds = {}
         for key in ("min", "max"):
@@ -421,22 +496,28 @@ class Compiler:
             raise _fail(_join(path, "min"), "Give min, max or both.", "required")
         if "min" in bounds and "max" in bounds and bounds["min"] > bounds["max"]:
             raise _fail(_join(path, "max"), "Must not be below min.")
-        q = Q()
+        q, copy = Q(), Q()
+        column = orm.removeprefix("score__")  # BehaviourCounter keeps a copy of the score
         if "min" in bounds:
             q &= Q(**{f"{orm}__gte": bounds["min"]})
+            copy &= Q(**{f"{column}__gte": bounds["min"]})
         if "max" in bounds:
             q &= Q(**{f"{orm}__lte": bounds["max"]})
-        return q
+            copy &= Q(**{f"{column}__lte": bounds["max"]})
+        return Leaf(q, snapshot=copy, exact=True)
+
+
+def _fresh_window_rows(now: datetime) -> list[tuple[int, str, int, int | None]]:
+    from clm.segments.models import BehaviourWindow
+
+    max_age = timedelta(seconds=getattr(settings, "CLM_SEGMENT_COUNTER_MAX_AGE", 3600))
+    return list(BehaviourWindow.objects.filter(refreshed_at__gte=now - max_age).values_list(
+        "pk", "kind", "days", "scores_refresh_id"))
 
 
 def fresh_windows(now: datetime | None = None) -> dict[tuple[str, int], int]:
     """(kind, days) -> BehaviourWindow id for counters refreshed within the allowed age."""
-    from clm.segments.models import BehaviourWindow
-
-    now = now or timezone.now()
-    max_age = timedelta(seconds=getattr(settings, "CLM_SEGMENT_COUNTER_MAX_AGE", 3600))
-    return {(k, d): pk for pk, k, d in BehaviourWindow.objects.filter(
-        refreshed_at__gte=now - max_age).values_list("pk", "kind", "days")}
+    return {(k, d): pk for pk, k, d, _ in _fresh_window_rows(now or timezone.now())}
 
 
 def validate(definition: Any) -> set[tuple[str, int]]:
@@ -455,8 +536,10 @@ def compile_definition(definition: Any, *, now: datetime | None = None,
 
     With `use_counters`, behaviour conditions whose (kind, days) counters are fresh read the
     BehaviourCounter table (counts as of its refresh, at most CLM_SEGMENT_COUNTER_MAX_AGE
-    old) instead of the event table; otherwise they read events up to `now`.
+    old) instead of the event table, and their AND groups fold country and score tests into
+    the counter read (see the module docstring); otherwise they read events up to `now`.
     """
     now = now or timezone.now()
-    windows = fresh_windows(now) if use_counters else {}
-    return Compiler(now=now, windows=windows).group(definition)
+    rows = _fresh_window_rows(now) if use_counters else []
+    return Compiler(now=now, windows={(k, d): pk for pk, k, d, _ in rows},
+                    window_scores={pk: s for pk, _, _, s in rows}).group(definition)

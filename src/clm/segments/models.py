@@ -7,7 +7,11 @@ has no definition to evaluate: its SegmentMembership rows are its members.
 
 BehaviourCounter holds, per (event kind, window in days), how many such events each contact
 had in the window ending at the counter's refresh time. The evaluation job refreshes the
-pairs that active segments use, so counts need not scan the event table per contact.
+pairs that active segments use, so counts need not scan the event table per contact. Each
+counter row also carries a copy, taken at the same refresh, of the contact's country and
+scores (P(alive), CLV decile, health): an AND group that reads counters filters on those
+copies inside the counter index instead of looking up a contact and its score per counter
+row (see clm.segments.compiler).
 """
 
 from __future__ import annotations
@@ -67,7 +71,9 @@ class SegmentMembership(models.Model):
 class BehaviourCounter(models.Model):
     """Events of `kind` a contact had in the `days` days up to the window's refresh.
 
-    Only contacts with at least one such event have a row.
+    Only contacts with at least one such event have a row. `country` and the score columns
+    are copies made by the same refresh (scores from analytics' ContactScore; NULL when the
+    contact has none), so they are as old as the count.
     """
 
     window = models.ForeignKey("BehaviourWindow", on_delete=models.CASCADE,
@@ -75,13 +81,19 @@ class BehaviourCounter(models.Model):
     contact = models.ForeignKey("customers.Contact", on_delete=models.CASCADE,
                                 related_name="+")
     count = models.PositiveIntegerField()
+    country = models.CharField(max_length=2, blank=True, default="")
+    p_alive = models.FloatField(null=True, blank=True)
+    clv_decile = models.PositiveSmallIntegerField(null=True, blank=True)
+    health_score = models.FloatField(null=True, blank=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["window", "contact"],
                                                name="behaviour_counter_unique")]
-        # Covering: "at least N" reads (window, count >= N) → contact ids from the index alone.
-        indexes = [models.Index(fields=["window", "count", "contact"],
-                                name="behaviour_counter_count")]
+        # Covering: "at least N, in these countries, P(alive) ≥ x" reads contact ids from the
+        # index alone, testing the copied columns in each index entry (no row lookups).
+        indexes = [models.Index(fields=["window", "count", "country", "p_alive", "clv_decile",
+                                        "health_score", "contact"],
+                                name="behaviour_counter_snapshot")]
 
     def __str__(self) -> str:
         return f"contact {self.contact_id}: {self.count}"
@@ -94,6 +106,10 @@ class BehaviourWindow(models.Model):
     days = models.PositiveIntegerField()
     refreshed_at = models.DateTimeField(null=True, blank=True)
     contacts = models.PositiveIntegerField(default=0)
+    # The analytics RefreshRun whose scores the counters copied (the latest finished one when
+    # the copy started; NULL if none had finished). A later finished run makes the copies
+    # stale: score conditions then read ContactScore itself.
+    scores_refresh_id = models.PositiveBigIntegerField(null=True, blank=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["kind", "days"],

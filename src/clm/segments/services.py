@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from clm.core.errors import Conflict, ValidationFailed
 from clm.customers.models import Contact
-from clm.segments.compiler import validate
+from clm.segments.compiler import latest_score_refresh, validate
 from clm.segments.models import BehaviourCounter, BehaviourWindow, Segment, SegmentMembership
 from clm.segments.queries import segment_contact_ids, segment_q
 from clm.timeline.models import Event
@@ -183,25 +183,37 @@ def _recount(segment: Segment) -> None:
 def behaviour_window_refresh(*, kind: str, days: int, now: datetime | None = None
                              ) -> BehaviourWindow:
     """Recount, in one INSERT … SELECT … GROUP BY, each contact's `kind` events in the
-    `days` days up to `now`; readers see the old counts until commit."""
+    `days` days up to `now`, copying beside each count the contact's country and scores;
+    readers see the old counters until commit."""
     from datetime import timedelta
+
+    from clm.analytics.models import ContactScore
 
     now = now or timezone.now()
     window, _ = BehaviourWindow.objects.get_or_create(kind=kind, days=days)
     BehaviourWindow.objects.select_for_update().filter(pk=window.pk).first()
+    # Read before copying: a refresh finishing meanwhile leaves the copies looking stale
+    # (score conditions then read ContactScore), never current while they are not.
+    scores_from = latest_score_refresh()
     BehaviourCounter.objects.filter(window=window).delete()
     grouped = (Event.objects.filter(kind=kind, occurred_at__gt=now - timedelta(days=days),
                                     occurred_at__lte=now)
                .order_by().values("contact_id").annotate(n=Count("id")).values("contact_id", "n"))
     sql, params = grouped.query.sql_with_params()
-    table = connection.ops.quote_name(BehaviourCounter._meta.db_table)
+    qn = connection.ops.quote_name
+    table = qn(BehaviourCounter._meta.db_table)
+    contacts, scores = qn(Contact._meta.db_table), qn(ContactScore._meta.db_table)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {table} (window_id, contact_id, count) "  # noqa: S608 - fixed names
-            f"SELECT %s, sub.contact_id, sub.n FROM ({sql}) sub", [window.pk, *params])
+            f"INSERT INTO {table} (window_id, contact_id, count, country, p_alive, "  # noqa: S608 - fixed names
+            f"clv_decile, health_score) "
+            f"SELECT %s, sub.contact_id, sub.n, c.country, s.p_alive, s.clv_decile, "
+            f"s.health_score FROM ({sql}) sub JOIN {contacts} c ON c.id = sub.contact_id "
+            f"LEFT JOIN {scores} s ON s.contact_id = sub.contact_id", [window.pk, *params])
     window.refreshed_at = now
+    window.scores_refresh_id = scores_from
     window.contacts = BehaviourCounter.objects.filter(window=window).count()
-    window.save(update_fields=["refreshed_at", "contacts"])
+    window.save(update_fields=["refreshed_at", "scores_refresh_id", "contacts"])
     return window
 
 
