@@ -14,7 +14,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from clm.lifecycle import reports
+from clm.lifecycle import marks, reports
 from clm.lifecycle.models import StageChange
 from tests.factories import ContactFactory, UserFactory
 
@@ -30,7 +30,8 @@ def d(month: int, day: int) -> datetime:
 
 
 def write_history(contact, moves: list[tuple[str, datetime]]) -> None:
-    """StageChange rows as the engine writes them: seq, from, exited_at, life (+1 on win-back)."""
+    """StageChange rows as the engine writes them: seq, from, exited_at, life (+1 on win-back),
+    and the funnel's derived advance_s."""
     rows, life, prev = [], 1, ""
     for seq, (stage, at) in enumerate(moves, 1):
         if prev in LOST and stage in ("customer", "promoter"):
@@ -40,6 +41,7 @@ def write_history(contact, moves: list[tuple[str, datetime]]) -> None:
                                 exited_at=exited, actor_type="rule", life=life))
         prev = stage
     StageChange.objects.bulk_create(rows)
+    marks.recompute(contact_ids=[contact.pk])
 
 
 @pytest.fixture
@@ -227,6 +229,19 @@ def test_api_funnel(admin_api, story, django_assert_max_num_queries):
                     "rate": 0.5}
     web = next(g for g in body["groups"] if g["key"] == "web")
     assert web["steps"][1]["converted"] == 2
+    assert body["as_of"] is None  # no rollup yet: live
+
+
+def test_api_funnel_by_source_from_the_rollup_gives_its_time(admin_api, story):
+    from clm.lifecycle import services
+
+    params = {"from": "2025-01-01", "to": "2025-03-31", "window_days": 30, "by": "source"}
+    live = admin_api.get(f"{BASE}/funnel", params).json()
+    services.funnel_rollup_refresh()
+    body = admin_api.get(f"{BASE}/funnel", params).json()
+    assert body["as_of"] is not None
+    assert {k: v for k, v in body.items() if k != "as_of"} == \
+        {k: v for k, v in live.items() if k != "as_of"}
 
 
 def test_api_flows_velocity_stage_counts(admin_api, story, django_assert_max_num_queries):

@@ -9,7 +9,7 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from clm.lifecycle import reports
+from clm.lifecycle import reports, services
 from clm.lifecycle.views_reports import journey, sankey
 from clm.timeline.models import Event
 from tests.factories import ContactFactory, UserFactory
@@ -42,6 +42,19 @@ def test_funnel_page_shows_table_chart_and_groups(admin_client_logged_in, story,
     assert "2/4" not in html  # the overall table shows counts in columns, groups as x/y
     assert "<td>4</td><td>2</td><td>50%</td>" in html  # lead → mql overall
     assert "2/2" in html and ">web" in html  # web: both leads converted
+
+
+def test_funnel_page_by_source_says_how_old_the_rollup_is(admin_client_logged_in, story):
+    url = reverse("lifecycle:report_funnel")
+    live = admin_client_logged_in.get(url, {**Q1, "window_days": 30, "by": "source"})
+    assert b'id="funnel-as-of"' not in live.content
+    services.funnel_rollup_refresh()
+    page = admin_client_logged_in.get(url, {**Q1, "window_days": 30, "by": "source"})
+    html = re.sub(r">\s+<", "><", page.content.decode())
+    assert 'id="funnel-as-of"' in html and "UTC" in html
+    assert "<td>4</td><td>2</td><td>50%</td>" in html and "2/2" in html  # the same figures
+    cohort = admin_client_logged_in.get(url, {**Q1, "window_days": 30, "by": "cohort"})
+    assert b'id="funnel-as-of"' not in cohort.content  # live
 
 
 def test_funnel_csv_download(admin_client_logged_in, story):

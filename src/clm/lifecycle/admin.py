@@ -12,6 +12,15 @@ class StageAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request, obj=None):
         return ("key",) if obj else ()  # keys are stored on contacts and history
 
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        # As the stage services do: the funnel's advance_s follows the stage order.
+        from django.db import transaction
+
+        from clm.lifecycle.tasks import lifecycle_funnel_marks_recompute
+
+        transaction.on_commit(lifecycle_funnel_marks_recompute.enqueue)
+
 
 @admin.register(Rule)
 class RuleAdmin(admin.ModelAdmin):

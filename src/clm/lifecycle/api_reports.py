@@ -7,7 +7,7 @@ Definitions of each figure: clm.lifecycle.reports.
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from typing import Literal
 
 from django.http import HttpRequest
@@ -70,6 +70,9 @@ class FunnelOut(Schema):
     stages: list[str]
     steps: list[StepOut]
     groups: list[FunnelGroupOut]
+    as_of: datetime | None = Field(
+        None, description="Set when the figures come from the by-source rollup: the time it "
+                          "was refreshed (every 15 minutes). Null: live.")
 
 
 class FlowOut(Schema):
@@ -131,7 +134,7 @@ def funnel(request: HttpRequest, filters: Query[FunnelFilter]):
             "by": report.by, "stages": [s.key for s in report.stages],
             "steps": report.steps,
             "groups": [{"key": g.key, "maturing": g.maturing, "steps": g.steps}
-                       for g in report.groups]}
+                       for g in report.groups], "as_of": report.as_of}
 
 
 @router.get("/flows", response=FlowsOut, by_alias=True,

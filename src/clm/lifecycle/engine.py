@@ -26,7 +26,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from clm.customers.models import Company, Contact
-from clm.lifecycle import store
+from clm.lifecycle import marks, store
 from clm.lifecycle.conf import setting
 from clm.lifecycle.fold import (
     RANK_MANUAL,
@@ -77,7 +77,7 @@ MANUAL = ManualMove._meta.db_table
 
 HISTORY_COLUMNS = ("contact_id", "seq", "from_stage", "to_stage", "at", "exited_at",
                    "cause_event_id", "manual_move_id", "actor_type", "actor_id", "rule_id",
-                   "reason", "life")
+                   "reason", "life", "advance_s")
 STATE_COLUMNS = ("contact_id", "stage", "life", "entered_at", "seq", "anchor_at",
                  "churn_due_at", "hwm_at", "hwm_rank", "hwm_id")
 STAGE_EVENT_COLUMNS = ("contact_id", "kind", "occurred_at", "recorded_at", "source",
@@ -96,7 +96,7 @@ def select_list(columns: Iterable[str]) -> str:
 def history_row(cid: int, m: Move, t: Callable) -> tuple:
     """A history row as stored (times through `t`, the connection's time writer)."""
     return (cid, m.seq, m.from_stage, m.to_stage, t(m.at), t(m.exited_at), m.cause_event_id,
-            m.manual_move_id, m.actor_type, m.actor_id, m.rule_id, m.reason, m.life)
+            m.manual_move_id, m.actor_type, m.actor_id, m.rule_id, m.reason, m.life, m.advance_s)
 
 
 def state_row(cid: int, state: State, fold: Fold, t: Callable) -> tuple:
@@ -275,12 +275,23 @@ def _sync_stage_events(contact_ids: list[int], wanted: dict[int, list[Move]]) ->
 
 
 def _write(results: list[Result], fold: Fold) -> int:
-    """Persist results: history, states, Contact.stage, Company.stage, stage.changed events."""
+    """Persist results: history, states, Contact.stage, Company.stage, stage.changed events.
+
+    Caller's transaction. advance_s (clm.lifecycle.marks) is computed here, with the ranking
+    read under the marks' share lock: for the moves written, and for the stored rows of the
+    same life that a new move rises above.
+    """
     t = store.time_writer()
     dumps = store.PropertiesJSON()
     moves_written = 0
     appended = [r for r in results if not r.replace and r.moves]
     replaced = [r for r in results if r.replace]
+    if appended or replaced:
+        ranks = marks.ranks_of(marks.current_ranking(share_lock=True))
+        for r in results:
+            marks.mark_moves(r.moves, ranks)
+        marks.write_updates(marks.stored_updates(
+            {r.contact_id: r.moves for r in appended if r.seq_before}, ranks))
 
     # Appends: close the open row, add the new rows, record one event per move.
     store.execute_many(

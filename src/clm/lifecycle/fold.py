@@ -67,11 +67,15 @@ def manual_input(at: datetime, move_id: int, to_stage: str, reason: str, actor_t
 
 
 class Move:
-    """One move the fold made; `exited_at` is set when the next move closes it."""
+    """One move the fold made; `exited_at` is set when the next move closes it.
+
+    `advance_s` is filled by the writers (clm.lifecycle.marks), not by the fold.
+    """
 
     __slots__ = (
         "actor_id",
         "actor_type",
+        "advance_s",
         "at",
         "cause_event_id",
         "exited_at",
@@ -100,6 +104,7 @@ class Move:
         self.actor_id = actor_id
         self.rule_id = rule_id
         self.exited_at = exited_at
+        self.advance_s = None
 
     def __repr__(self) -> str:
         return f"Move({self.seq}, {self.from_stage!r} → {self.to_stage!r} at {self.at})"

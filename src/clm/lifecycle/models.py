@@ -95,8 +95,9 @@ class ManualMove(models.Model):
 class StageChange(models.Model):
     """One move in a contact's history: entered `to_stage` at `at`, left it at `exited_at`."""
 
+    # No index of its own: the unique (contact, seq) constraint's index serves contact lookups.
     contact = models.ForeignKey("customers.Contact", on_delete=models.CASCADE,
-                                related_name="stage_changes")
+                                related_name="stage_changes", db_index=False)
     seq = models.PositiveIntegerField(help_text="1, 2, … per contact in time order.")
     from_stage = models.CharField(max_length=32, blank=True)
     to_stage = models.CharField(max_length=32)
@@ -115,12 +116,24 @@ class StageChange(models.Model):
                              related_name="+", db_constraint=False)
     reason = models.CharField(max_length=500, blank=True)
     life = models.PositiveSmallIntegerField(default=1)
+    # Derived by the writers of the history (clm.lifecycle.marks) for the funnel report.
+    advance_s = models.IntegerField(
+        null=True, blank=True,
+        help_text="Seconds (rounded up) until this contact, in this life, next entered a "
+                  "later funnel stage; empty if it has not (or this is not a funnel stage).")
 
     class Meta:
         ordering = ["contact", "seq"]
         constraints = [models.UniqueConstraint(fields=["contact", "seq"],
                                                name="stagechange_contact_seq")]
-        indexes = [models.Index(fields=["to_stage", "at"], name="stagechange_stage_at")]
+        indexes = [
+            # Covering for the funnel (entries per stage and period, converted or not), the
+            # velocity and stage counts; contact_id for the visibility and source filters.
+            models.Index(fields=["to_stage", "at", "advance_s", "contact_id", "exited_at"],
+                         name="stagechange_funnel"),
+            # Covering for the flows: (from, to) groups in index order, counted per period.
+            models.Index(fields=["from_stage", "to_stage", "at"], name="stagechange_flow"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.contact_id}: {self.from_stage or '∅'} → {self.to_stage}"
@@ -151,3 +164,41 @@ class ContactState(models.Model):
 
     def __str__(self) -> str:
         return f"{self.contact_id}: {self.stage}"
+
+
+class ReportState(models.Model):
+    """What a derived report structure was last computed with, and when.
+
+    name "advance": the funnel ranking (stage keys, comma-separated) StageChange.advance_s was
+    last recomputed with for the whole history; name "funnel_by_source": the ranking and time
+    of the FunnelSourceRollup's last refresh.
+    """
+
+    name = models.CharField(max_length=40, primary_key=True)
+    ranking = models.TextField(blank=True)
+    refreshed_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} @ {self.refreshed_at}"
+
+
+class FunnelSourceRollup(models.Model):
+    """Funnel entries per contact source, stage, UTC day of entry and days until converted.
+
+    `advance_days` = StageChange.advance_s in days rounded up (null: never, or later than the
+    longest window), so an entry converted within W days ⇔ advance_days <= W. Rebuilt by a
+    scheduled job (clm.lifecycle.rollup); the report says how old it is.
+    """
+
+    source = models.CharField(max_length=50, blank=True)
+    stage = models.CharField(max_length=32)
+    day = models.DateField()
+    advance_days = models.IntegerField(null=True, blank=True)
+    entries = models.IntegerField()
+
+    class Meta:
+        indexes = [models.Index(fields=["day", "stage", "source", "advance_days", "entries"],
+                                name="funnelrollup_day")]
+
+    def __str__(self) -> str:
+        return f"{self.source}/{self.stage}/{self.day}: {self.entries}"

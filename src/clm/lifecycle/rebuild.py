@@ -25,7 +25,7 @@ from datetime import UTC
 from django.db import connection, transaction
 from django.utils import timezone
 
-from clm.lifecycle import store
+from clm.lifecycle import marks, store
 from clm.lifecycle.engine import (
     CONTACTS,
     EVENT_SOURCE,
@@ -124,6 +124,8 @@ def rebuild(fold: Fold, *, chunk_contacts: int = 50000, per_range: bool | None =
             clock.start("companies")
             with transaction.atomic():
                 _restage_companies(fold)
+                if len(job.rankings) == 1:
+                    _record_ranking(job.rankings.pop())
             clock.start("commit")
         clock.stop()
     finally:
@@ -134,6 +136,17 @@ def rebuild(fold: Fold, *, chunk_contacts: int = 50000, per_range: bool | None =
     stats.extra["seconds"] = dict(clock.seconds)
     stats.extra["cpu_seconds"] = dict(clock.cpu)
     return stats
+
+
+def _record_ranking(used: str) -> None:
+    """Every history row now has advance_s by `used`: record it, if it is still current."""
+    from clm.lifecycle.models import ReportState
+
+    state, _ = ReportState.objects.select_for_update().get_or_create(name=marks.ADVANCE)
+    if marks.signature(marks.current_ranking()) == used and state.ranking != used:
+        state.ranking = used
+        state.refreshed_at = timezone.now()
+        state.save()
 
 
 def _drop_history_indexes() -> list[tuple[str, str]]:
@@ -175,6 +188,7 @@ class _Job:
         self.select = _event_select(fold)
         # Both range reads of the events table go through the (contact, kind, time) index.
         self.by_contact_kind = store.index_hint(Event, ["contact", "kind", "-occurred_at"])
+        self.rankings: set[str] = set()  # funnel rankings advance_s was computed with
 
     # -- read ------------------------------------------------------------------------------
 
@@ -212,6 +226,10 @@ class _Job:
         stats.events += len(events)
 
         clock.start("fold")
+        ranking = marks.current_ranking(share_lock=True)
+        self.rankings.add(marks.signature(ranking))
+        ranks = marks.ranks_of(ranking)
+        mark_moves = marks.mark_moves
         to_time = naive_parse = self.to_time
         if self.sqlite:
             from datetime import datetime as _dt
@@ -236,6 +254,7 @@ class _Job:
             inputs.sort()
             state, moves = State(), []
             run(state, inputs, moves, contacts.get(cid, empty), until)
+            mark_moves(moves, ranks)
             hwm_at, hwm_rank, hwm_id = state.hwm if state.hwm else (None, 0, 0)
             anchor = state.anchor_at
             due = anchor + churn_after if inactive and anchor is not None \
@@ -247,7 +266,7 @@ class _Job:
                 at = t_set(m.at)
                 history.append((cid, m.seq, m.from_stage, m.to_stage, at, t(m.exited_at),
                                 m.cause_event_id, m.manual_move_id, m.actor_type, m.actor_id,
-                                m.rule_id, m.reason, m.life))
+                                m.rule_id, m.reason, m.life, m.advance_s))
                 origin = f"e{m.cause_event_id}" if m.cause_event_id is not None else m.origin
                 want[f"{STAGE_CHANGED}:{cid}:{origin}"] = (cid, at, dumps(m), m.actor_id)
 

@@ -1,9 +1,12 @@
 """What the stage history tells: funnel, flows, velocity and stage counts over time.
 
-Every report reads StageChange rows only (one row = one visit of a contact to a stage: entered
-at `at`, left at `exited_at`, in life `life`) with set-based SQL, then shapes the few result
-rows in Python/NumPy. Dates are calendar days in UTC; a period [start, end] includes both
-days. A report for a user counts only the contacts that user may see.
+Every report reads StageChange rows (one row = one visit of a contact to a stage: entered
+at `at`, left at `exited_at`, in life `life`) with set-based SQL over covering indexes, then
+shapes the few result rows in Python/NumPy. The funnel reads each row's derived `advance_s`
+(clm.lifecycle.marks) instead of probing later rows, and by source, for users who see every
+contact, a rollup refreshed every 15 minutes (clm.lifecycle.rollup; the report's `as_of`).
+Dates are calendar days in UTC; a period [start, end] includes both days. A report for a
+user counts only the contacts that user may see.
 
 Definitions (also shown on the pages):
 - Funnel: the funnel stages are the prospect and customer stages by `order`. An *entry* is a
@@ -32,13 +35,14 @@ from django.db import connection
 from django.utils import timezone
 
 from clm.core.errors import ValidationFailed
+from clm.lifecycle import marks, rollup
 from clm.lifecycle.models import Stage, StageChange, StageGroup
 
 TABLE = StageChange._meta.db_table
 CONTACT_TABLE = StageChange._meta.get_field("contact").related_model._meta.db_table
 DEFAULT_WINDOW_DAYS = 90
 DEFAULT_PERIOD_DAYS = 365
-MAX_WINDOW_DAYS = 3650
+MAX_WINDOW_DAYS = marks.MAX_WINDOW_DAYS
 MAX_PERIOD_DAYS = 366 * 20
 MAX_MONTHS = 120
 NO_SOURCE = "(none)"
@@ -125,27 +129,35 @@ def _dt_param(value: datetime):
     return connection.ops.adapt_datetimefield_value(value)
 
 
+def _scoped(user) -> bool:
+    """Whether `user` sees only some contacts (None = an internal caller: sees all)."""
+    if user is None:
+        return False
+    from clm.accounts.models import Scope
+    from clm.accounts.queries import user_scope
+
+    return user_scope(user) != Scope.ALL
+
+
 def _scope(user, source: str | None, *, join: bool = False) -> tuple[str, str, list]:
     """(JOIN, WHERE, params) limiting history rows `a` to contacts the user may see.
 
-    With `source` (or `join`), contacts are joined as `c` and filtered on c.source.
+    With `join`, contacts are joined as `c` (for c.source). `source` keeps the contacts with
+    that source, through the contacts' source index (cheaper than joining every row).
     No user = no visibility limit (internal callers, the bench).
     """
     join_sql, where, params = "", "", []
-    if source is not None or join:
+    if join:
         join_sql = f" JOIN {CONTACT_TABLE} c ON c.id = a.contact_id"
     if source is not None:
-        where += " AND c.source = %s"
+        where += f" AND a.contact_id IN (SELECT id FROM {CONTACT_TABLE} WHERE source = %s)"  # noqa: S608
         params.append(source)
-    if user is not None:
-        from clm.accounts.models import Scope
-        from clm.accounts.queries import user_scope
+    if _scoped(user):
         from clm.customers.queries import contacts_visible
 
-        if user_scope(user) != Scope.ALL:
-            sql, sub = contacts_visible(user).values("pk").query.sql_with_params()
-            where += f" AND a.contact_id IN ({sql})"
-            params += list(sub)
+        sql, sub = contacts_visible(user).values("pk").query.sql_with_params()
+        where += f" AND a.contact_id IN ({sql})"
+        params += list(sub)
     return join_sql, where, params
 
 
@@ -207,6 +219,7 @@ class FunnelReport:
     stages: list[StageInfo]
     steps: list[FunnelStep]
     groups: list[FunnelGroup] = field(default_factory=list)
+    as_of: datetime | None = None  # figures from the rollup refreshed then; None = live
 
 
 def funnel(*, start: date, end: date, window_days: int = DEFAULT_WINDOW_DAYS,
@@ -217,9 +230,13 @@ def funnel(*, start: date, end: date, window_days: int = DEFAULT_WINDOW_DAYS,
     Entries into stage A during [start, end]; converted = the same contact entered the next
     funnel stage or a later one, after this entry, in the same life, within the window.
     `by="cohort"` groups by the UTC month of entry into A; `by="source"` by Contact.source.
-    Two queries: the stages, and one aggregate whose correlated EXISTS probes the contact's
-    later rows over the (contact, seq) index only for entries that left A inside the window.
-    Cost grows with the entries in the period (see bench/bench_lifecycle_reports.py).
+
+    Live and exact from StageChange.advance_s (clm.lifecycle.marks) over the covering funnel
+    index: one range count per stage and month. While advance_s is being recomputed after a
+    change of stage order, the exact per-entry probe of the contact's later rows instead.
+    By source for a user who sees every contact (no source filter): from the rollup
+    (clm.lifecycle.rollup), exact as of its last refresh, which `as_of` gives (None = live).
+    Three queries (stages, report states, figures), plus the user's scope.
     """
     if by not in ("cohort", "source"):
         raise ValueError("by must be 'cohort' or 'source'")
@@ -232,30 +249,25 @@ def funnel(*, start: date, end: date, window_days: int = DEFAULT_WINDOW_DAYS,
                           steps=[FunnelStep(a.key, b.key) for a, b in pairs])
     if not pairs:
         return report
-    ranks = {s.key: i + 1 for i, s in enumerate(fstages)}
-    lo, hi = period_bounds(start, end)
-    rank_a, pa = _rank_case("a.to_stage", ranks)
-    rank_b, pb = _rank_case("b.to_stage", ranks)
+    ranking = [s.key for s in fstages]
     entry_stages = [a.key for a, _ in pairs]
-    join, visible_sql, visible_params = _scope(user, source, join=by == "source")
-    group_sql = _month("a.at") if by == "cohort" else "c.source"
-    in_list = ", ".join(["%s"] * len(entry_stages))
-    sql = (
-        f"SELECT a.to_stage, {group_sql}, COUNT(*), "  # noqa: S608 - fixed SQL, values are params
-        # Still in A, or left it after the window: no later row can be inside the window,
-        # so the probe of the contact's later rows is skipped (exact, and most entries).
-        f"SUM(CASE WHEN a.exited_at IS NULL OR a.exited_at > {_plus_days('a.at')} THEN 0 "
-        f"WHEN EXISTS (SELECT 1 FROM {TABLE} b WHERE b.contact_id = a.contact_id "
-        f"AND b.seq > a.seq AND b.life = a.life AND {rank_b} > {rank_a} "
-        f"AND b.at <= {_plus_days('a.at')}) THEN 1 ELSE 0 END) "
-        f"FROM {TABLE} a{join} "
-        f"WHERE a.to_stage IN ({in_list}) AND a.at >= %s AND a.at < %s{visible_sql} "
-        f"GROUP BY a.to_stage, {group_sql}")
-    params = [_days_param(window_days), *pb, *pa, _days_param(window_days), *entry_stages,
-              _dt_param(lo), _dt_param(hi), *visible_params]
+    lo, hi = period_bounds(start, end)
+    states = marks.states()
+    scoped = _scoped(user)
+    exact_marks = marks.is_current(ranking, states)
+    rows = None
+    if by == "source" and source is None and not scoped and exact_marks:
+        found = rollup.read(start=start, end=end, window_days=window_days, stages=entry_stages,
+                            ranking=ranking, states=states)
+        if found is not None:
+            rows, report.as_of = found
+    if rows is None:
+        rows = _funnel_rows(by=by, stages=entry_stages, lo=lo, hi=hi, window_days=window_days,
+                            source=source, user=user if scoped else None,
+                            exact_marks=exact_marks, ranks=marks.ranks_of(ranking))
     index = {a.key: i for i, (a, _) in enumerate(pairs)}
     groups: dict[str, FunnelGroup] = {}
-    for stage, key, entered, converted in _fetch(sql, params):
+    for stage, key, entered, converted in rows:
         if by == "source":
             key = key or NO_SOURCE
         group = groups.get(key)
@@ -277,6 +289,91 @@ def funnel(*, start: date, end: date, window_days: int = DEFAULT_WINDOW_DAYS,
     report.groups = sorted(groups.values(), key=lambda g: g.key if by == "cohort"
                            else (-g.entries, g.key))
     return report
+
+
+def _funnel_rows(*, by: str, stages: list[str], lo: datetime, hi: datetime, window_days: int,
+                 source: str | None, user, exact_marks: bool, ranks: dict[str, int]
+                 ) -> list[tuple]:
+    """(entry stage, group key, entered, converted) rows, from the history itself."""
+    if not exact_marks:
+        return _fetch(*_funnel_probe_sql(by=by, stages=stages, lo=lo, hi=hi,
+                                         window_days=window_days, source=source, user=user,
+                                         ranks=ranks))
+    if by == "cohort" and source is None and user is None:
+        return _funnel_cohort_ranges(stages=stages, lo=lo, hi=hi, window_days=window_days)
+    join, visible_sql, visible_params = _scope(user, source, join=by == "source")
+    group_sql = _month("a.at") if by == "cohort" else "c.source"
+    sql = (f"SELECT a.to_stage, {group_sql}, COUNT(*), "  # noqa: S608 - fixed SQL, values are params
+           f"SUM(CASE WHEN a.advance_s <= %s THEN 1 ELSE 0 END) FROM {TABLE} a{join} "
+           f"WHERE a.to_stage IN ({_marks(stages)}) AND a.at >= %s AND a.at < %s{visible_sql} "
+           f"GROUP BY a.to_stage, {group_sql}")
+    return _fetch(sql, [window_days * 86400, *stages, _dt_param(lo), _dt_param(hi),
+                        *visible_params])
+
+
+def _funnel_cohort_ranges(*, stages: list[str], lo: datetime, hi: datetime,
+                          window_days: int) -> list[tuple]:
+    """By cohort month, every contact: one range count per month over the funnel index.
+
+    A GROUP BY on the month would sort every entry (SQLite has no hash aggregate); ranges of
+    the index (to_stage, at, advance_s, …) come out already grouped.
+    """
+    parts, params = [], []
+    bounds = _month_bounds(lo, hi)
+    for month, m_lo, m_hi in bounds:
+        parts.append(
+            f"SELECT a.to_stage, %s, COUNT(*), "  # noqa: S608
+            f"SUM(CASE WHEN a.advance_s <= %s THEN 1 ELSE 0 END) FROM {TABLE} a "
+            f"WHERE a.to_stage IN ({_marks(stages)}) AND a.at >= %s AND a.at < %s "
+            f"GROUP BY a.to_stage")
+        params += [month, window_days * 86400, *stages, _dt_param(m_lo), _dt_param(m_hi)]
+    return _fetch(" UNION ALL ".join(parts), params) if parts else []
+
+
+def _month_bounds(lo: datetime, hi: datetime) -> list[tuple[str, datetime, datetime]]:
+    """('YYYY-MM', from, to) for each UTC month meeting [lo, hi), clipped to it."""
+    out = []
+    y, m = lo.year, lo.month
+    while True:
+        first = datetime(y, m, 1, tzinfo=UTC)
+        if first >= hi:
+            return out
+        y2, m2 = (y + 1, 1) if m == 12 else (y, m + 1)
+        nxt = datetime(y2, m2, 1, tzinfo=UTC)
+        out.append((f"{y:04d}-{m:02d}", max(first, lo), min(nxt, hi)))
+        y, m = y2, m2
+
+
+def _funnel_probe_sql(*, by: str, stages: list[str], lo: datetime, hi: datetime,
+                      window_days: int, source: str | None, user, ranks: dict[str, int]
+                      ) -> tuple[str, list]:
+    """The funnel without advance_s: a correlated EXISTS probe of the contact's later rows.
+
+    Exact whatever advance_s holds (used while it is recomputed, and by the tests as the
+    reference); seconds per year of history at a million contacts.
+    """
+    rank_a, pa = _rank_case("a.to_stage", ranks)
+    rank_b, pb = _rank_case("b.to_stage", ranks)
+    join, visible_sql, visible_params = _scope(user, source, join=by == "source")
+    group_sql = _month("a.at") if by == "cohort" else "c.source"
+    sql = (
+        f"SELECT a.to_stage, {group_sql}, COUNT(*), "  # noqa: S608 - fixed SQL, values are params
+        # Still in A, or left it after the window: no later row can be inside the window,
+        # so the probe of the contact's later rows is skipped (exact, and most entries).
+        f"SUM(CASE WHEN a.exited_at IS NULL OR a.exited_at > {_plus_days('a.at')} THEN 0 "
+        f"WHEN EXISTS (SELECT 1 FROM {TABLE} b WHERE b.contact_id = a.contact_id "
+        f"AND b.seq > a.seq AND b.life = a.life AND {rank_b} > {rank_a} "
+        f"AND b.at <= {_plus_days('a.at')}) THEN 1 ELSE 0 END) "
+        f"FROM {TABLE} a{join} "
+        f"WHERE a.to_stage IN ({_marks(stages)}) AND a.at >= %s AND a.at < %s{visible_sql} "
+        f"GROUP BY a.to_stage, {group_sql}")
+    params = [_days_param(window_days), *pb, *pa, _days_param(window_days), *stages,
+              _dt_param(lo), _dt_param(hi), *visible_params]
+    return sql, params
+
+
+def _marks(values: list) -> str:
+    return ", ".join(["%s"] * len(values))
 
 
 # ---------------------------------------------------------------------------- flows
@@ -389,10 +486,14 @@ def velocity(*, start: date, end: date, source: str | None = None, user=None,
     lo, hi = period_bounds(start, end)
     rank_sql, rank_params = _rank_case("a.to_stage", ranks)
     join, visible_sql, visible_params = _scope(user, source)
+    # Visits of the known stages only (no other is reported): ranges of the covering
+    # funnel index instead of the table.
     sql = (f"SELECT {rank_sql}, {_seconds('a.at', 'COALESCE(a.exited_at, %s)')}, "  # noqa: S608
            f"CASE WHEN a.exited_at IS NULL THEN 0 ELSE 1 END "
-           f"FROM {TABLE} a{join} WHERE a.at >= %s AND a.at < %s{visible_sql}")
-    params = [*rank_params, _dt_param(now), _dt_param(lo), _dt_param(hi), *visible_params]
+           f"FROM {TABLE} a{join} WHERE a.to_stage IN ({_marks(list(ranks))}) "
+           f"AND a.at >= %s AND a.at < %s{visible_sql}")
+    params = [*rank_params, _dt_param(now), *ranks, _dt_param(lo), _dt_param(hi),
+              *visible_params]
     rows = _fetch(sql, params)
     data = np.array(rows, dtype=float).reshape(-1, 3)
     rank_col, secs, finished = data[:, 0].astype(int), np.maximum(data[:, 1], 0.0), data[:, 2]

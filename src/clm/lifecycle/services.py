@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from clm.core.errors import Conflict, PermissionDenied, ValidationFailed
 from clm.customers.models import Contact
-from clm.lifecycle import engine
+from clm.lifecycle import engine, marks, rollup
 from clm.lifecycle.conf import setting
 from clm.lifecycle.fold import ENGINE_KINDS, INACTIVE_KIND
 from clm.lifecycle.models import ActorType, ManualMove, Rule, Stage, StageGroup
@@ -142,6 +142,31 @@ def _clean_stage(data: dict[str, Any], *, partial: bool) -> dict[str, Any]:
     return fields
 
 
+def funnel_marks_recompute(*, force: bool = False) -> int:
+    """Recompute StageChange.advance_s for the whole history with the current stage order.
+
+    Needed after stages are reordered or regrouped (the funnel reads exactly, but slowly,
+    meanwhile). Skipped when the column is already by the current order, unless `force`.
+    Returns the rows changed.
+    """
+    if not force and marks.is_current(marks.current_ranking(), marks.states()):
+        return 0
+    return marks.recompute()
+
+
+def funnel_rollup_refresh() -> int:
+    """Rebuild the by-source funnel rollup (and advance_s first, if stages were reordered)."""
+    return rollup.refresh()
+
+
+def _after_stage_edit() -> None:
+    """A stage's order or group may have changed the funnel's ranking: recompute in the
+    background once committed (the ranking check makes it cheap to skip when unchanged)."""
+    from clm.lifecycle.tasks import lifecycle_funnel_marks_recompute
+
+    transaction.on_commit(lifecycle_funnel_marks_recompute.enqueue)
+
+
 @transaction.atomic
 def stage_create(*, data: dict[str, Any]) -> Stage:
     """Add a stage. Its key (a slug) never changes afterwards."""
@@ -152,9 +177,11 @@ def stage_create(*, data: dict[str, Any]) -> Stage:
     fields = _clean_stage(data, partial=False)
     try:
         with transaction.atomic():
-            return Stage.objects.create(key=key, **fields)
+            stage = Stage.objects.create(key=key, **fields)
     except IntegrityError:
         raise Conflict("A stage with this key exists.", field="key", code="duplicate") from None
+    _after_stage_edit()
+    return stage
 
 
 @transaction.atomic
@@ -165,6 +192,7 @@ def stage_update(*, stage: Stage, data: dict[str, Any]) -> Stage:
     for name, value in _clean_stage(data, partial=True).items():
         setattr(stage, name, value)
     stage.save()
+    _after_stage_edit()
     return stage
 
 

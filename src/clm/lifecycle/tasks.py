@@ -17,3 +17,15 @@ def lifecycle_events_process(event_ids: list[int]) -> int:
 def lifecycle_churn_inactive() -> int:
     """Scheduled daily: churn customers without a purchase for CLM_CHURN_AFTER_DAYS."""
     return services.inactivity_churn_apply()
+
+
+@task()
+def lifecycle_funnel_marks_recompute() -> int:
+    """After a stage edit: recompute the funnel's advance_s if the stage order changed."""
+    return services.funnel_marks_recompute()
+
+
+@task()
+def lifecycle_funnel_rollup() -> int:
+    """Scheduled: rebuild the by-source funnel rollup. Returns its rows."""
+    return services.funnel_rollup_refresh()
