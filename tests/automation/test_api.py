@@ -120,3 +120,45 @@ def test_team_scoped_manager_cannot_switch_a_workflow_on(make_user, make_api_cli
     assert response.status_code == 403
     assert response.json()["code"] == "scope_too_narrow"
     assert not Workflow.objects.get(pk=workflow.pk).active
+
+
+@pytest.mark.parametrize("number", ["9" * 5000, "9" * 25, 2**70])
+def test_numbers_too_long_for_any_id_are_422_naming_the_field(admin_api, body, number):
+    # int() refuses strings of more than 4300 digits: that was a 500.
+    body["trigger"] = {"type": "segment", "segment_id": number}
+    r = post(admin_api, f"{BASE}/workflows", body)
+    assert r.status_code == 422 and r.json()["field"] == "trigger.segment_id"
+    body["trigger"] = {"type": "event", "kind": "order.completed"}
+    body["steps"] = [{"type": "wait", "days": number}]
+    r = post(admin_api, f"{BASE}/workflows", body)
+    assert r.status_code == 422 and r.json()["field"] == "steps[0].days"
+    assert r.json()["message"] == "Must be between 0 and 100000."
+
+
+def test_a_lower_bound_alone_reads_as_such(admin_api, body):
+    body["trigger"] = {"type": "segment", "segment_id": -5}
+    r = post(admin_api, f"{BASE}/workflows", body)
+    assert r.status_code == 422 and r.json()["message"] == "Must be 1 or more."
+
+
+@pytest.mark.parametrize("field, value", [
+    ("name", "Tag\x00buyers"), ("description", "\x00"),
+    ("trigger", {"type": "event", "kind": "order.completed",
+                 "conditions": [{"field": "total", "op": "eq", "value": "\x00"}]}),
+    ("steps", [{"type": "notify", "message": "hi\x00"}]),
+])
+def test_nul_text_is_422_naming_the_field_not_a_database_error(admin_api, body, field, value):
+    # PostgreSQL cannot store NUL in text: unrefused, that was a 500 there.
+    body[field] = value
+    r = post(admin_api, f"{BASE}/workflows", body)
+    assert r.status_code == 422 and r.json()["field"] == field
+    assert not Workflow.objects.exists()
+
+
+def test_enrollments_of_an_unknown_status_is_422(admin_api, body):
+    wf = post(admin_api, f"{BASE}/workflows", body).json()
+    for status in ("bogus", "active\x00"):
+        r = admin_api.get(f"{BASE}/workflows/{wf['id']}/enrollments", {"status": status})
+        assert r.status_code == 422 and r.json()["field"] == "status"
+    assert admin_api.get(f"{BASE}/workflows/{wf['id']}/enrollments",
+                         {"status": "failed"}).status_code == 200

@@ -70,3 +70,53 @@ def test_pages_need_permissions(sales_user, admin_client_logged_in):
     assert c.post(f"/automation/{wf.pk}/activate/").status_code == 403
     assert c.get("/automation/notifications/").status_code == 200
     assert admin_client_logged_in.get("/automation/").status_code == 200
+
+
+@pytest.mark.parametrize("extra", [
+    {"step_count": "²", "op": "add", "add_type": "wait"},  # isdigit() but not int()
+    {"step_count": "9" * 5000, "op": "add", "add_type": "wait"},
+    {"step_count": "1", "step-0-type": "wait", "step-0-config": "{}", "op": "remove-²"},
+    {"step_count": "1", "step-0-type": "wait", "step-0-config": "{}", "op": "up-" + "9" * 5000},
+])
+def test_editor_survives_junk_counts_and_indexes(admin_client_logged_in, extra):
+    r = admin_client_logged_in.post("/automation/new/", form(**extra))
+    assert r.status_code in (200, 422)
+    assert not Workflow.objects.exists()
+
+
+@pytest.mark.parametrize("extra", [
+    {"trigger_type": "segment", "t_segment_id": "9" * 5000},
+    {"trigger_type": "date", "t_field": "date_of_birth", "t_offset_days": "-" + "9" * 5000},
+    {"enrollment_rule": "after_days", "reenroll_days": "9" * 5000},
+])
+def test_editor_refuses_huge_numbers_at_the_field(admin_client_logged_in, extra):
+    r = admin_client_logged_in.post("/automation/new/", form(op="save", **extra))
+    assert r.status_code == 422
+    assert not Workflow.objects.exists()
+
+
+def test_a_paused_workflow_can_be_deleted_from_its_page_after_confirming(admin_client_logged_in,
+                                                                        nickname):
+    c = admin_client_logged_in
+    c.post("/automation/new/", form(**{
+        "step_count": "1", "step-0-type": "set_property",
+        "step-0-config": '{"field": "properties.nickname", "value": "x"}', "op": "save"}))
+    wf = Workflow.objects.get()
+    page = c.get(f"/automation/{wf.pk}/").content.decode()
+    assert f'action="/automation/{wf.pk}/delete/"' in page
+    assert "return confirm(" in page.split(f'action="/automation/{wf.pk}/delete/"')[1][:200]
+    c.post(f"/automation/{wf.pk}/activate/")
+    assert f'action="/automation/{wf.pk}/delete/"' not in c.get(f"/automation/{wf.pk}/").content.decode()
+    c.post(f"/automation/{wf.pk}/pause/")
+    assert c.post(f"/automation/{wf.pk}/delete/").status_code == 302
+    assert not Workflow.objects.exists()
+
+
+def test_editor_refuses_nul_text(admin_client_logged_in):
+    r = admin_client_logged_in.post("/automation/new/", form(name="Nur\x00ture", op="save"))
+    assert r.status_code == 422
+    r = admin_client_logged_in.post("/automation/new/", form(**{
+        "step_count": "1", "step-0-type": "notify", "step-0-config": '{"message": "\\u0000"}',
+        "op": "save"}))
+    assert r.status_code == 422
+    assert not Workflow.objects.exists()

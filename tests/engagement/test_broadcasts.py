@@ -211,3 +211,27 @@ def test_api_template_list_query_count(admin_api, sender, django_assert_max_num_
     with django_assert_max_num_queries(6):
         r = admin_api.get("/api/v1/engagement/templates")
     assert len(r.json()) == 5
+
+
+@pytest.mark.parametrize("junk", ["x", "no-at-sign", "a@", "a b@example.com"])
+def test_bounce_of_something_that_is_no_address_is_422_and_suppresses_nothing(admin_api, junk):
+    r = admin_api.post("/api/v1/engagement/bounces", {"email": junk, "hard": True},
+                       content_type="application/json")
+    assert r.status_code == 422 and r.json()["field"] == "email"
+    assert not Suppression.objects.exists()
+
+
+def test_nul_text_in_the_api_is_422_naming_the_field(admin_api):
+    # PostgreSQL cannot store or compare NUL in text: unrefused, these were 500s there.
+    r = admin_api.post("/api/v1/engagement/templates",
+                       {"name": "Hi\x00", "subject": "s", "html_body": "<p>x</p>"},
+                       content_type="application/json")
+    assert r.status_code == 422 and r.json()["field"] == "name"
+    r = admin_api.post("/api/v1/engagement/bounces", {"message_id": "<a\x00@x>", "hard": True},
+                       content_type="application/json")
+    assert r.status_code == 422 and r.json()["field"] == "message_id"
+    r = admin_api.post("/api/v1/engagement/bounces",
+                       {"email": "a@example.com", "hard": True, "reason": "\x00"},
+                       content_type="application/json")
+    assert r.status_code == 422 and r.json()["field"] == "reason"
+    assert not Suppression.objects.exists()

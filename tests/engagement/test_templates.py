@@ -76,3 +76,15 @@ def test_known_links_and_tags_are_allowed():
     template = _save(html='<p>{% for t in tags %}{{ t }}{% endfor %}</p>'
                           '<a href="{{ unsubscribe_url }}">u</a> <a href="{{ preferences_url }}">p</a>')
     assert "{{ unsubscribe_url }}" in template.html_body
+
+
+def test_padding_filters_cannot_build_huge_strings():
+    from clm.engagement.rendering import render
+    from clm.engagement.sandbox_tags import MAX_PAD_WIDTH
+
+    for name in ("center", "ljust", "rjust"):
+        out = render(subject="x", html=f"<p>{{{{ first_name|{name}:999999999 }}}}</p>",
+                     context={"first_name": "Ada"})
+        assert MAX_PAD_WIDTH <= len(out.html) < MAX_PAD_WIDTH + 20, name
+    assert "  Ada  " in render(subject="x", html="<p>{{ first_name|center:7 }}</p>",
+                              context={"first_name": "Ada"}).html

@@ -69,6 +69,20 @@ def test_preview_of_a_contact_the_user_may_not_see_is_404(make_user, news_templa
     assert r.status_code == 404
 
 
+@pytest.mark.parametrize("junk", ["²", "9" * 5000, "abc", "-1"])
+def test_preview_and_broadcast_form_with_a_junk_id_are_not_500(marketer, news_template, junk):
+    r = marketer.get(f"/engagement/templates/{news_template.pk}/preview/", {"contact": junk})
+    assert r.status_code == 404
+    r = marketer.get("/engagement/broadcasts/new/", {"template": junk})
+    assert r.status_code == 200
+
+
+def test_preview_search_ignores_nul(marketer, news_template):
+    ContactFactory(first_name="Ada", email="ada@example.com")
+    r = marketer.get(f"/engagement/templates/{news_template.pk}/preview/", {"q": "ada\x00"})
+    assert r.status_code == 200 and b"ada@example.com" in r.content
+
+
 def test_broadcast_create_start_and_progress_fragment(marketer, news_template, sender,
                                                       marketing_type, smtp_sink):
     for _ in range(2):
@@ -92,6 +106,18 @@ def test_broadcast_create_start_and_progress_fragment(marketer, news_template, s
     fragment = marketer.get(f"/engagement/broadcasts/{b.pk}/progress/")
     assert b"2 of 2 processed (100%)" in fragment.content
     assert b"hx-trigger" not in fragment.content  # done: polling stops
+
+
+def test_sending_and_cancelling_a_broadcast_ask_for_confirmation(marketer, news_template,
+                                                                  sender, marketing_type):
+    marketer.post("/engagement/broadcasts/new/", {
+        "name": "Spring", "template": news_template.pk, "sender": sender.pk,
+        "subscription_type": marketing_type.pk, "everyone": "on"})
+    b = Broadcast.objects.get()
+    page = marketer.get(f"/engagement/broadcasts/{b.pk}/").content.decode()
+    for action in ("start", "cancel"):
+        form_tag = page.split(f'action="/engagement/broadcasts/{b.pk}/{action}/"')[1][:200]
+        assert "return confirm(" in form_tag.split(">")[0], action
 
 
 def test_broadcast_form_errors(marketer, news_template, sender, marketing_type):

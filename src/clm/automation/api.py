@@ -12,23 +12,20 @@ from typing import Any, Literal
 
 from django.http import HttpRequest
 from ninja import Query, Router, Schema, Status
-from pydantic import ConfigDict, Field
+from pydantic import Field
 
 from clm.automation import services
 from clm.automation.models import Enrollment, Workflow
 from clm.automation.queries import enrollment_counts, enrollments_of, step_stats, workflows_all
-from clm.core.errors import NotFound, PermissionDenied
+from clm.core.errors import NotFound, PermissionDenied, ValidationFailed
 from clm.customers.queries import contacts_visible
+from clm.customers.schemas import InSchema  # unknown fields and NUL text refused
 
 router = Router(tags=["automation"])
 ROUTES = [("/v1/automation", router)]
 
 Rule = Literal["once", "every_time", "after_days"]
 MAX_LIST = 500
-
-
-class InSchema(Schema):
-    model_config = ConfigDict(extra="forbid")
 
 
 class WorkflowIn(InSchema):
@@ -210,6 +207,9 @@ def workflow_enrollments(request: HttpRequest, workflow_id: int, status: str | N
     require(request, "automation.view_enrollment", "customers.view_contact")
     qs = enrollments_of(_workflow(workflow_id), contacts_visible(request.user))
     if status:
+        if status not in Enrollment.Status.values:
+            raise ValidationFailed(
+                f"status is one of {', '.join(Enrollment.Status.values)}.", field="status")
         qs = qs.filter(status=status)
     if before:
         qs = qs.filter(pk__lt=before)

@@ -13,6 +13,7 @@ from clm.automation import engine
 from clm.automation.models import Enrollment, EnrollmentRule, Notification, Workflow
 from clm.automation.steps import validate_goal, validate_steps, validate_trigger
 from clm.core.errors import Conflict, PermissionDenied, ValidationFailed
+from clm.customers.schemas import check_storable
 
 FIELDS = ("name", "description", "trigger", "steps", "enrollment_rule", "reenroll_days", "goal")
 
@@ -21,6 +22,12 @@ def _clean(data: dict[str, Any], workflow: Workflow | None) -> dict[str, Any]:
     unknown = set(data) - set(FIELDS)
     if unknown:
         raise ValidationFailed(f"Unknown field '{sorted(unknown)[0]}'.", field=sorted(unknown)[0])
+    for key, value in data.items():
+        try:  # the editor posts free text and JSON: NUL is a database error on PostgreSQL
+            check_storable(value)
+        except ValueError as exc:
+            raise ValidationFailed(f"{key.replace('_', ' ').capitalize()} {exc}.",
+                                   field=key) from None
     merged = {f: getattr(workflow, f) for f in FIELDS} if workflow else {}
     merged.update(data)
     name = merged.get("name")

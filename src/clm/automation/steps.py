@@ -68,10 +68,19 @@ def _int(value: Any, field: str, *, lo: int | None = None, hi: int | None = None
     if isinstance(value, bool) or not isinstance(value, int | str) or \
             not re.fullmatch(r"-?\d+", str(value).strip()):
         raise ValidationFailed("Must be a whole number.", field=field)
-    number = int(str(value).strip())
-    if (lo is not None and number < lo) or (hi is not None and number > hi):
-        raise ValidationFailed(f"Must be between {lo} and {hi}.", field=field)
-    return number
+    text = str(value).strip()
+    # More digits than any id or count is out of range (and int() refuses 4300+ digits).
+    number = int(text) if len(text.lstrip("-")) <= 19 else None
+    if number is not None and (lo is None or number >= lo) and (hi is None or number <= hi):
+        return number
+    if lo is not None and hi is not None:
+        message = f"Must be between {lo} and {hi}."
+    elif lo is not None:
+        message = f"Must be {lo} or more." if number is not None else "Out of range."
+    else:
+        message = f"Must be {hi} or less." if hi is not None and number is not None \
+            else "Out of range."
+    raise ValidationFailed(message, field=field)
 
 
 def _text(value: Any, field: str, *, max_len: int, required: bool = True) -> str:

@@ -107,8 +107,16 @@ def _json_field(raw: str, default: Any) -> tuple[Any, str | None]:
 
 
 def _int_or_text(raw: str) -> Any:
+    """A whole number as int; anything else (or a number too long for any field) as text,
+    which the services refuse with a message naming the field."""
     raw = (raw or "").strip()
-    return int(raw) if re.fullmatch(r"-?\d+", raw) else (raw or None)
+    return int(raw) if re.fullmatch(r"-?[0-9]{1,18}", raw) else (raw or None)
+
+
+def _small_index(raw: str | None) -> int | None:
+    """A form's step count or step index (ASCII digits, bounded), else None."""
+    raw = (raw or "").strip()
+    return int(raw) if re.fullmatch(r"[0-9]{1,4}", raw) else None
 
 
 def _state_from_workflow(workflow: Workflow | None) -> dict:
@@ -131,7 +139,7 @@ def _state_from_workflow(workflow: Workflow | None) -> dict:
 
 
 def _state_from_post(post) -> dict:
-    count = int(post.get("step_count") or 0) if (post.get("step_count") or "0").isdigit() else 0
+    count = _small_index(post.get("step_count")) or 0
     steps = [{"type": post.get(f"step-{i}-type", ""), "config": post.get(f"step-{i}-config", "")}
              for i in range(min(count, 60))]
     return {
@@ -152,9 +160,9 @@ def _apply_op(state: dict, op: str, add_type: str) -> None:
         steps.append({"type": add_type, "config": json.dumps(STEP_EXAMPLES[add_type], indent=1)})
         return
     name, _, index = op.partition("-")
-    if not index.isdigit() or int(index) >= len(steps):
+    i = _small_index(index)
+    if i is None or i >= len(steps):
         return
-    i = int(index)
     if name == "remove":
         steps.pop(i)
     elif name == "up" and i > 0:
@@ -266,7 +274,8 @@ def workflow_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "workflow": workflow, "trigger": trigger_summary(workflow.trigger),
         "stats": step_stats(workflow), "enrollments": enrollments,
         "counts": enrollment_counts([workflow.pk]).get(workflow.pk, {}),
-        "can_change": request.user.has_perm("automation.change_workflow")})
+        "can_change": request.user.has_perm("automation.change_workflow"),
+        "can_delete": request.user.has_perm("automation.delete_workflow")})
 
 
 @require_POST

@@ -15,7 +15,8 @@ SmallInt = Annotated[int, Field(ge=-32768, le=32767)]
 def parse_id(value: object) -> int | None:
     """`value` as a record id, or None when it is not one (junk, zero, negative, too large)."""
     text = str(value).strip()
-    if not text.isdigit() or len(text) > 19:
+    # ASCII digits only: str.isdigit() also admits '²' and the like, which int() refuses.
+    if not text.isascii() or not text.isdigit() or len(text) > 19:
         return None
     number = int(text)
     return number if 1 <= number <= MAX_ID else None

@@ -12,20 +12,17 @@ from typing import Any
 
 from django.http import HttpRequest
 from ninja import Router, Schema, Status
-from pydantic import ConfigDict, Field
+from pydantic import Field
 
 from clm.accounts.queries import visible
 from clm.core.errors import NotFound, PermissionDenied
 from clm.core.types import Id
+from clm.customers.schemas import InSchema  # unknown fields and NUL text refused
 from clm.engagement import queries, services
 from clm.engagement.models import Broadcast, EmailTemplate, OutboundMessage
 
 router = Router(tags=["engagement"])
 ROUTES = [("/v1/engagement", router)]
-
-
-class InSchema(Schema):
-    model_config = ConfigDict(extra="forbid")
 
 
 def require(request: HttpRequest, *perms: str) -> None:

@@ -17,3 +17,20 @@ register = Library()
 register.tags.update({k: v for k, v in defaulttags.register.tags.items() if k in ALLOWED_TAGS})
 register.filters.update({k: v for k, v in defaultfilters.register.filters.items()
                          if k not in BLOCKED_FILTERS})
+
+# Padding filters build a string as wide as their argument: `center:999999999` would take
+# gigabytes per render (preview, every message of a broadcast). Bound the width.
+MAX_PAD_WIDTH = 1000
+
+
+def _bounded_pad(name: str):
+    @register.filter(name=name, is_safe=True)
+    @defaultfilters.stringfilter
+    def pad(value, arg):
+        return getattr(value, name)(min(int(arg), MAX_PAD_WIDTH))
+
+    return pad
+
+
+for _name in ("center", "ljust", "rjust"):
+    _bounded_pad(_name)

@@ -366,6 +366,8 @@ def email_bounce_record(*, message: OutboundMessage | None = None, address: str 
     if message is None and not address:
         raise ValidationFailed("Give the message or the address that bounced.", field="email",
                                code="required")
+    if address and address.strip():
+        address = _email(address, "email")  # never suppress something that is no address
     email = (address or (message.to_email if message else "") or "").strip().lower()
     if not email:
         raise ValidationFailed("The message has no address.", field="email")

@@ -87,14 +87,15 @@ def template_preview(request, pk: int):
     """Render the template for a real contact the user may see (?contact=<id> or ?q=search)."""
     template = get_object_or_404(EmailTemplate.objects.select_related("subscription_type"), pk=pk)
     visible = contacts_visible(request.user).filter(email__isnull=False)
-    q = request.GET.get("q", "").strip()
+    q = request.GET.get("q", "").replace("\x00", "").strip()  # NUL: a DataError on PostgreSQL
     candidates = list(contacts_search(visible, q).order_by("last_name", "pk")[:10]) if q else []
     contact = None
     contact_id = request.GET.get("contact", "")
     if contact_id:
-        if not contact_id.isdigit():
+        pk = parse_id(contact_id)
+        if pk is None:
             raise Http404
-        contact = get_object_or_404(visible.select_related("company"), pk=int(contact_id))
+        contact = get_object_or_404(visible.select_related("company"), pk=pk)
     elif not q:
         contact = visible.select_related("company").order_by("-created_at").first()
     rendered = error = None
