@@ -1,0 +1,30 @@
+"""Refuse NUL characters in query strings before any view runs.
+
+PostgreSQL text cannot hold NUL (it raises, a 500), SQLite silently truncates at it, and no
+real search, filter or id contains one. One check here covers every page and API endpoint
+rather than one per view.
+"""
+
+from __future__ import annotations
+
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
+
+
+class RefuseNulMiddleware:
+    def __init__(self, get_response) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        for name, values in request.GET.lists():
+            if "\x00" in name or any("\x00" in v for v in values):
+                message = f"The query parameter “{name.replace(chr(0), '')}” contains a NUL character."
+                if request.path.startswith("/api/"):
+                    return JsonResponse({"code": "invalid", "message": message,
+                                         "field": name.replace("\x00", "")}, status=400)
+                return HttpResponseBadRequest(message, content_type="text/plain; charset=utf-8")
+        key = request.META.get("HTTP_IDEMPOTENCY_KEY")
+        if key is not None and "\x00" in key and request.path.startswith("/api/"):
+            return JsonResponse({"code": "invalid_idempotency_key",
+                                 "message": "Idempotency-Key contains a NUL character.",
+                                 "field": "Idempotency-Key"}, status=400)
+        return self.get_response(request)
