@@ -223,6 +223,8 @@ CLM_DEFAULT_CURRENCY = os.environ.get("CLM_DEFAULT_CURRENCY", "USD")
 CLM_CLV_HORIZON_MONTHS = int(os.environ.get("CLM_CLV_HORIZON_MONTHS", "12"))
 CLM_CLV_MONTHLY_DISCOUNT = float(os.environ.get("CLM_CLV_MONTHLY_DISCOUNT", "0.01"))
 CLM_EXPECTED_PURCHASES_DAYS = int(os.environ.get("CLM_EXPECTED_PURCHASES_DAYS", "90"))
+# How often the scheduler refits the models and rewrites every contact's scores (hours).
+CLM_ANALYTICS_REFRESH_HOURS = float(os.environ.get("CLM_ANALYTICS_REFRESH_HOURS", "24"))
 # Lifecycle: lead score that makes an MQL, days without purchase that make a churned customer.
 CLM_MQL_SCORE_THRESHOLD = int(os.environ.get("CLM_MQL_SCORE_THRESHOLD", "50"))
 CLM_CHURN_AFTER_DAYS = int(os.environ.get("CLM_CHURN_AFTER_DAYS", "365"))

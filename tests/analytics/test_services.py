@@ -155,6 +155,30 @@ def test_refresh_request_queues_a_task_and_refuses_a_second(django_capture_on_co
         services.refresh_request()
 
 
+def test_scheduled_refresh_skips_a_recent_run_and_replaces_an_abandoned_one():
+    from django.utils import timezone
+
+    from clm.analytics.tasks import analytics_refresh_periodic
+    from clm.core.scheduler import declared_jobs
+
+    assert ("analytics.refresh", "clm.analytics.tasks.analytics_refresh_periodic", 24 * 3600) \
+        in declared_jobs()
+    _shop(10)
+    now = timezone.now()
+    busy = RefreshRun.objects.create(as_of=date(2024, 6, 30), created_at=now,
+                                     status=RefreshRun.Status.RUNNING)
+    assert services.refresh_scheduled(now=now) is None
+    assert RefreshRun.objects.count() == 1 and not ContactScore.objects.exists()
+
+    RefreshRun.objects.filter(pk=busy.pk).update(created_at=now - timedelta(hours=7))
+    analytics_refresh_periodic.enqueue()  # the scheduler's path (immediate backend in tests)
+    busy.refresh_from_db()
+    assert busy.status == RefreshRun.Status.FAILED and "Abandoned" in busy.failure
+    latest = RefreshRun.objects.latest("pk")
+    assert latest.status == RefreshRun.Status.DONE and latest.as_of == timezone.localdate()
+    assert ContactScore.objects.count() == 11  # ten buyers and one who never bought
+
+
 def test_refresh_writes_what_the_model_path_computes():
     """The scores derived in SQL (frequency, recency, T, spend, …) equal the NumPy model path's."""
     import numpy as np

@@ -8,7 +8,7 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -408,3 +408,28 @@ def refresh_now(*, as_of: date | None = None, actor=None) -> RefreshRun:
         settings=refresh_settings(),
         requested_by=actor if actor is not None and actor.is_authenticated else None)
     return refresh_execute(run=run)
+
+
+# A run still pending or running after this long lost its worker (killed, machine restarted).
+STALE_RUN_AFTER = timedelta(hours=6)
+
+
+def refresh_scheduled(*, now: datetime | None = None) -> RefreshRun | None:
+    """The periodic refresh, as of today, in the worker that runs the scheduled task.
+
+    Skipped (None) while a recent refresh is under way; one pending or running for longer
+    than STALE_RUN_AFTER is marked failed first, so a dead worker cannot stop refreshes.
+    """
+    now = now or timezone.now()
+    active = queries.active_run()
+    if active is not None:
+        if active.created_at > now - STALE_RUN_AFTER:
+            return None
+        RefreshRun.objects.filter(
+            pk=active.pk, status__in=[RefreshRun.Status.PENDING, RefreshRun.Status.RUNNING],
+        ).update(status=RefreshRun.Status.FAILED, finished_at=now,
+                 failure=f"Abandoned: still {active.status} after {STALE_RUN_AFTER}.")
+    try:
+        return refresh_now()
+    except Conflict:  # another worker started one in between
+        return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django_tasks import task
 
 from clm.analytics.models import RefreshRun
-from clm.analytics.services import refresh_execute
+from clm.analytics.services import refresh_execute, refresh_scheduled
 
 
 @task()
@@ -14,3 +14,9 @@ def analytics_refresh_task(run_id: int) -> None:
     run = RefreshRun.objects.filter(pk=run_id).first()
     if run is not None:
         refresh_execute(run=run)
+
+
+@task()
+def analytics_refresh_periodic() -> None:
+    """The scheduler's refresh as of today (see services.refresh_scheduled)."""
+    refresh_scheduled()
