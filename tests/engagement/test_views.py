@@ -77,9 +77,11 @@ def test_preview_and_broadcast_form_with_a_junk_id_are_not_500(marketer, news_te
     assert r.status_code == 200
 
 
-def test_preview_search_ignores_nul(marketer, news_template):
+def test_preview_search_with_nul_is_a_400_not_a_500(marketer, news_template):
     ContactFactory(first_name="Ada", email="ada@example.com")
     r = marketer.get(f"/engagement/templates/{news_template.pk}/preview/", {"q": "ada\x00"})
+    assert r.status_code == 400 and "“q”" in r.content.decode()  # core.nul middleware
+    r = marketer.get(f"/engagement/templates/{news_template.pk}/preview/", {"q": "ada"})
     assert r.status_code == 200 and b"ada@example.com" in r.content
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.db.models import Q, QuerySet
+from django.db import connection
+from django.db.models import BooleanField, Q, QuerySet
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import Lower
 
 from clm.accounts.queries import visible
@@ -52,9 +54,15 @@ def contacts_search(qs: QuerySet[Contact], text: str | None) -> QuerySet[Contact
             q |= Q(phone__contains=text.lstrip("+"))
         matches = qs.annotate(last_name_lower=Lower("last_name")).filter(q)
     ids = list(matches.order_by().values_list("pk", flat=True)[: SEARCH_PIN_LIMIT + 1])
-    if len(ids) <= SEARCH_PIN_LIMIT:
-        return qs.filter(pk__in=ids)
-    return matches
+    if len(ids) > SEARCH_PIN_LIMIT:
+        return matches
+    if not ids:
+        return qs.none()
+    # Integers read from the database, inlined as literals: thousands of `pk__in` parameters
+    # cost more to prepare and bind, on each query of the page, than the query itself.
+    column = f"{connection.ops.quote_name(Contact._meta.db_table)}.{connection.ops.quote_name('id')}"
+    pinned = f"{column} IN ({','.join(str(int(i)) for i in ids)})"
+    return qs.filter(RawSQL(pinned, (), output_field=BooleanField()))  # noqa: S611 - int() each
 
 
 def contacts_filter(qs: QuerySet[Contact], filters: dict) -> QuerySet[Contact]:
