@@ -50,10 +50,16 @@ def refresh(*, now: datetime | None = None) -> int:
         marks.recompute()
         ranking = marks.current_ranking()
     outermost = not connection.in_atomic_block
-    with transaction.atomic():  # one snapshot for both reads (contacts, then history)
-        if outermost and connection.vendor == "postgresql":
-            store.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+    if connection.vendor == "sqlite":
+        # Django opens SQLite transactions IMMEDIATE (the write lock): holding it through
+        # seconds of reading would stall every writer. Each read is its own snapshot; a
+        # contact created between the two counts under "no source" until the next run.
         rows = _aggregate(ranking)
+    else:
+        with transaction.atomic():  # one snapshot for both reads (contacts, then history)
+            if outermost:
+                store.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            rows = _aggregate(ranking)
     with transaction.atomic():
         ReportState.objects.select_for_update().get_or_create(name=ROLLUP)
         if marks.current_ranking() != ranking:
