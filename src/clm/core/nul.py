@@ -19,8 +19,9 @@ class RefuseNulMiddleware:
             if "\x00" in name or any("\x00" in v for v in values):
                 message = f"The query parameter “{name.replace(chr(0), '')}” contains a NUL character."
                 if request.path.startswith("/api/"):
+                    # 422 like every other invalid API parameter (ninja's validation errors).
                     return JsonResponse({"code": "invalid", "message": message,
-                                         "field": name.replace("\x00", "")}, status=400)
+                                         "field": name.replace("\x00", "")}, status=422)
                 return HttpResponseBadRequest(message, content_type="text/plain; charset=utf-8")
         key = request.META.get("HTTP_IDEMPOTENCY_KEY")
         if key is not None and "\x00" in key and request.path.startswith("/api/"):
