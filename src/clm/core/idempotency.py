@@ -49,6 +49,9 @@ class IdempotencyMiddleware:
         if not key or len(key) > MAX_KEY_LENGTH:
             return _error(400, "invalid_idempotency_key",
                           f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters.")
+        if "\x00" in key:  # PostgreSQL text cannot hold it
+            return _error(400, "invalid_idempotency_key",
+                          "Idempotency-Key contains a NUL character.")
         request_hash = hashlib.sha256(
             f"{request.method} {request.path}?{request.META.get('QUERY_STRING', '')}\n".encode()
             + request.body).hexdigest()
