@@ -542,3 +542,33 @@ def test_contact_list_narrowed_to_a_segment(admin_client_logged_in):
     body = b"".join(export.streaming_content)
     assert b"Inside" in body and b"Outside" not in body
     assert admin_client_logged_in.get("/contacts/?segment=999999").status_code == 404
+
+
+def test_contact_list_rows_show_every_cell_escaped(admin_client_logged_in, admin_user):
+    from clm.customers.models import Tag
+
+    owner = UserFactory(first_name="Olga", last_name="<b>Owner</b>")
+    company = CompanyFactory(name="A&B <Ltd>")
+    created = timezone.now() - timedelta(days=400)
+    contact = ContactFactory(first_name="<script>alert(1)</script>", last_name="O'Brien",
+                             email="ob@example.com", job_title="CTO & <i>founder</i>",
+                             company=company, owner=owner, stage="customer", country="IE",
+                             created_at=created,
+                             last_activity_at=timezone.now() - timedelta(hours=3))
+    contact.tags.add(Tag.objects.create(name="<vip>"))
+    bare = ContactFactory(first_name="Bare", last_name="Row", email=None)
+    page = text(admin_client_logged_in.get(LIST))
+    row = next(r for r in page.split("<tr>") if "ob@example.com" in r)
+    assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in row
+    assert f'<a href="{detail_url(contact)}"><strong>' in row
+    assert "O&#x27;Brien" in row and "CTO &amp; &lt;i&gt;founder&lt;/i&gt;" in row
+    assert f'href="?company={company.pk}" title="Contacts at A&amp;B &lt;Ltd&gt;"' in row
+    assert "Olga &lt;b&gt;Owner&lt;/b&gt;" in row
+    assert '<span class="badge stage stage-customer">customer</span>' in row
+    assert "<td>IE</td>" in row and '<span class="tag">&lt;vip&gt;</span>' in row
+    local = timezone.localtime(created)
+    assert f'<time datetime="{local.isoformat()}">{local:%Y-%m-%d}</time>' in row
+    assert "3\xa0hours ago" in row
+    assert f'name="ids" value="{contact.pk}"' in row  # the admin may bulk-edit
+    bare_row = next(r for r in page.split("<tr>") if f"{detail_url(bare)}" in r)
+    assert '<span class="muted">—</span>' in bare_row  # no owner

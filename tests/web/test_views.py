@@ -166,3 +166,15 @@ def test_capped_paginator_knows_the_last_page_without_counting(db, django_assert
         assert (paginator.count, page.has_next()) == (5, True)
     assert len(CappedPaginator(qs, 2, cap=100).get_page(99).object_list) == 1  # → last page
     assert CappedPaginator(qs, 2, cap=3).get_page(3).number == 2  # beyond the cap → last
+
+
+def test_capped_paginator_later_pages_keep_the_order_and_the_joined_rows(db):
+    company = CompanyFactory(name="Acme")
+    made = [ContactFactory(company=company if i % 2 else None) for i in range(7)]
+    qs = Contact.objects.select_related("company").prefetch_related("tags").order_by("-pk")
+    paginator = CappedPaginator(qs, 3, cap=100)
+    pages = [[c.pk for c in paginator.get_page(n).object_list] for n in (1, 2, 3)]
+    assert pages == [[c.pk for c in reversed(made)][i:i + 3] for i in (0, 3, 6)]
+    second = paginator.get_page(2).object_list
+    assert [c.company.name if c.company_id else None for c in second] == \
+        ["Acme" if made[i].company_id else None for i in (3, 2, 1)]

@@ -45,6 +45,7 @@ from clm.customers.queries import (
     contact_audit,
     contacts_visible,
 )
+from clm.customers.rows import contact_rows
 from clm.timeline.queries import contact_event_kinds, contact_timeline
 from clm.web.queries import COUNT_CAP, CappedPaginator, saved_views_for
 from clm.web.services import clean_query, saved_view_delete, saved_view_save
@@ -126,9 +127,12 @@ def contact_list(request: HttpRequest) -> HttpResponse:
         columns.append({"label": label, "url": "?" + _with_params(params, sort=new_sort, page=None),
                         "arrow": arrow, "active": form.sort_field == field})
     query = _with_params(params, page=None)
+    bulk_form = BulkForm(owners=owners) if request.user.has_perm("customers.change_contact") \
+        else None
     return render(request, "customers/contact_list.html", {
         "form": form,
         "page": page,
+        "rows": contact_rows(page.object_list, selectable=bulk_form is not None),
         "paginator": paginator,
         "columns": columns,
         "current_sort": current_sort,
@@ -140,8 +144,7 @@ def contact_list(request: HttpRequest) -> HttpResponse:
         "first_url": "?" + _with_params(params, page=None),
         "searching": searching,
         "saved_views": saved_views_for(request.user, SAVED_VIEW_PAGE),
-        "bulk_form": BulkForm(owners=owners)
-        if request.user.has_perm("customers.change_contact") else None,
+        "bulk_form": bulk_form,
         "tags": Tag.objects.order_by("name").values_list("name", flat=True)[:200],
         "stages": DEFAULT_STAGES,
         "segment": _segment_label(segment),
