@@ -42,3 +42,37 @@ def test_bad_key_is_a_400(admin_api):
     assert response.status_code == 400
     assert response.json()["field"] == "Idempotency-Key"
     assert not Company.objects.exists()
+
+
+def test_an_upload_larger_than_the_memory_limit_is_compared_by_its_parsed_file(
+        admin_api, settings):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from clm.customers.models import Contact
+
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 2_000  # the file below is about 6 KB
+    settings.FILE_UPLOAD_MAX_MEMORY_SIZE = 1_000  # and goes to a temporary file
+    rows = "".join(f"person{i}@example.com,Person {i}\n" for i in range(200))
+
+    def upload(text: str, key: str = "import-1"):
+        return admin_api.post(
+            "/api/v1/imports", {"file": SimpleUploadedFile("people.csv", text.encode()),
+                                "type": "contacts"}, HTTP_IDEMPOTENCY_KEY=key)
+
+    first = upload("Email,First Name\n" + rows)
+    assert first.status_code == 201, first.content
+    assert first.json()["created"] == 200
+    again = upload("Email,First Name\n" + rows)
+    assert (again.status_code, again["Idempotent-Replayed"]) == (201, "true")
+    assert again.json()["id"] == first.json()["id"]
+    other = upload("Email,First Name\n" + rows.replace("Person 7", "Someone"))
+    assert (other.status_code, other.json()["code"]) == (422, "idempotency_key_reused")
+    assert Contact.objects.count() == 200
+
+
+def test_a_plain_body_over_the_memory_limit_is_a_413(admin_api, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 100
+    response = post(admin_api, "/api/v1/companies", {"name": "A" * 200}, "big")
+    assert response.status_code == 413
+    assert (response.json()["code"], response.json()["field"]) == ("request_too_large", "body")
+    assert not Company.objects.exists()

@@ -4,6 +4,10 @@ A client sends the same `Idempotency-Key` header with each retry of a POST/PUT/P
 under /api/. The first request runs; its answer (if not a 5xx) is stored per caller and key
 and replayed to retries with `Idempotent-Replayed: true`. The same key with a different
 request body is refused (422); a retry while the first is still running gets 409.
+
+A multipart upload (a CSV import) is compared by its parsed fields and files, read in
+chunks from Django's upload handlers, so a file larger than DATA_UPLOAD_MAX_MEMORY_SIZE is
+never held in memory whole; any other body over that size is a 413.
 """
 
 from __future__ import annotations
@@ -11,8 +15,10 @@ from __future__ import annotations
 import hashlib
 from datetime import timedelta
 
+from django.core.exceptions import RequestDataTooBig
 from django.db import IntegrityError, transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http.multipartparser import MultiPartParserError
 from django.utils import timezone
 
 from clm.core.models import IdempotencyRecord
@@ -36,6 +42,29 @@ def _caller_hash(request: HttpRequest) -> str:
     return hashlib.sha256(credential.encode()).hexdigest()
 
 
+def _request_hash(request: HttpRequest) -> str:
+    digest = hashlib.sha256(
+        f"{request.method} {request.path}?{request.META.get('QUERY_STRING', '')}\n".encode())
+    if not request.content_type.startswith("multipart/form-data"):
+        digest.update(request.body)
+        return digest.hexdigest()
+    # Lengths before values: no two different requests give the same stream of bytes.
+    for name, values in sorted(request.POST.lists()):
+        for value in [name, *values]:
+            data = value.encode()
+            digest.update(b"f%d:" % len(data) + data)
+    for name, files in sorted(request.FILES.lists()):
+        for upload in files:
+            for value in (name, upload.name or ""):
+                data = value.encode()
+                digest.update(b"u%d:" % len(data) + data)
+            digest.update(b"%d:" % upload.size)
+            for chunk in upload.chunks():
+                digest.update(chunk)
+            upload.seek(0)  # the view reads it from the start
+    return digest.hexdigest()
+
+
 class IdempotencyMiddleware:
     def __init__(self, get_response) -> None:
         self.get_response = get_response
@@ -52,9 +81,15 @@ class IdempotencyMiddleware:
         if "\x00" in key:  # PostgreSQL text cannot hold it
             return _error(400, "invalid_idempotency_key",
                           "Idempotency-Key contains a NUL character.")
-        request_hash = hashlib.sha256(
-            f"{request.method} {request.path}?{request.META.get('QUERY_STRING', '')}\n".encode()
-            + request.body).hexdigest()
+        try:
+            request_hash = _request_hash(request)
+        except RequestDataTooBig:
+            return JsonResponse({"code": "request_too_large", "field": "body",
+                                 "message": "The request body is too large."}, status=413)
+        except MultiPartParserError as exc:
+            return JsonResponse({"code": "invalid_body", "field": "body",
+                                 "message": f"The multipart body cannot be read: {exc}"},
+                                status=400)
         caller = _caller_hash(request)
         try:
             with transaction.atomic():
