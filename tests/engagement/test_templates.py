@@ -88,3 +88,24 @@ def test_padding_filters_cannot_build_huge_strings():
         assert MAX_PAD_WIDTH <= len(out.html) < MAX_PAD_WIDTH + 20, name
     assert "  Ada  " in render(subject="x", html="<p>{{ first_name|center:7 }}</p>",
                               context={"first_name": "Ada"}).html
+
+
+def test_loops_and_size_arguments_cannot_burn_a_render():
+    from clm.engagement.rendering import RenderError, render
+    from clm.engagement.sandbox_tags import MAX_DECIMALS, MAX_LOOP_STEPS
+
+    letters = "x" * 40
+    nested = "".join(f'{{% for {v} in "{letters}"|make_list %}}' for v in "abcde") + "." + \
+        "{% endfor %}" * 5  # 40**5 = 102 million steps unbounded
+    with pytest.raises(RenderError) as exc:
+        render(subject="x", html=f"<p>{nested}</p>", context={})
+    assert f"{MAX_LOOP_STEPS:,} steps" in exc.value.message
+    fine = "{% for a in tags %}{% for b in tags %}[{{ a }}{{ b }}]{% endfor %}{% endfor %}"
+    out = render(subject="x", html=f"<p>{fine}</p>", context={"tags": ["p", "q"]})
+    assert "[pp][pq][qp][qq]" in out.html
+    wide = render(subject="x", html="<p>{{ n|floatformat:99999999 }}|{{ n|floatformat:2 }}</p>",
+                  context={"n": 1.5})
+    assert f"1.{'5'.ljust(MAX_DECIMALS, '0')}|1.50" in wide.html
+    padded = render(subject="x", html='<p>[{{ n|stringformat:"099999999d" }}]'
+                                      '[{{ n|stringformat:"05d" }}]</p>', context={"n": 7})
+    assert "[][00007]" in padded.html
