@@ -1,8 +1,23 @@
 from __future__ import annotations
 
-from django.urls import NoReverseMatch, reverse
+from functools import cache
+
+from django.urls import NoReverseMatch, get_script_prefix, reverse
 
 from clm.web.navigation import nav_entries
+
+
+@cache
+def _entries(script_prefix: str) -> tuple[tuple[str, str, str, str | None], ...]:
+    """(section, label, url, permission) of every entry whose URL exists; reversed once per
+    process (and script prefix), not twenty times per page."""
+    entries = []
+    for section, label, url_name, perm in nav_entries():
+        try:
+            entries.append((section, label, reverse(url_name), perm))
+        except NoReverseMatch:
+            continue
+    return tuple(entries)
 
 
 def navigation(request) -> dict:
@@ -16,12 +31,8 @@ def navigation(request) -> dict:
         return {"nav_sections": []}
     sections: dict[str, list[dict]] = {}
     best: dict | None = None
-    for section, label, url_name, perm in nav_entries():
+    for section, label, url, perm in _entries(get_script_prefix()):
         if perm and not user.has_perm(perm):
-            continue
-        try:
-            url = reverse(url_name)
-        except NoReverseMatch:
             continue
         entry = {"label": label, "url": url, "active": False}
         sections.setdefault(section, []).append(entry)
