@@ -6,6 +6,7 @@ the UI session (with CSRF). Every error is JSON: {"code", "message", "field"}.
 
 from __future__ import annotations
 
+from django.core.exceptions import RequestDataTooBig
 from django.http import Http404, HttpRequest
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError
@@ -83,6 +84,13 @@ def _auth_error(request, exc):
 def _not_found(request, exc):
     return api.create_response(request, {"code": "not_found", "message": "Not found.",
                                          "field": None}, status=404)
+
+
+@api.exception_handler(RequestDataTooBig)
+def _too_large(request, exc):
+    return api.create_response(request, {"code": "request_too_large", "field": "body",
+                                         "message": "The request body is too large."},
+                               status=413)
 
 
 @api.exception_handler(HttpError)

@@ -70,9 +70,12 @@ def test_an_upload_larger_than_the_memory_limit_is_compared_by_its_parsed_file(
     assert Contact.objects.count() == 200
 
 
-def test_a_plain_body_over_the_memory_limit_is_a_413(admin_api, settings):
+@pytest.mark.parametrize("key", ["big", None])
+def test_a_plain_body_over_the_memory_limit_is_a_413(admin_api, settings, key):
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 100
-    response = post(admin_api, "/api/v1/companies", {"name": "A" * 200}, "big")
+    headers = {"HTTP_IDEMPOTENCY_KEY": key} if key else {}
+    response = admin_api.post("/api/v1/companies", {"name": "A" * 200},
+                              content_type="application/json", **headers)
     assert response.status_code == 413
     assert (response.json()["code"], response.json()["field"]) == ("request_too_large", "body")
     assert not Company.objects.exists()
