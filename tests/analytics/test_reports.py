@@ -136,16 +136,16 @@ def test_at_risk_ranks_by_value_at_risk_among_visible_contacts(make_user):
     mine = ContactFactory(owner=east)
     theirs = ContactFactory(owner=west)
     cheap = ContactFactory(owner=east)
-    _score(mine, predicted_clv=500, churn_risk=0.5, p_alive=0.5, value_at_risk=250)
-    _score(theirs, predicted_clv=900, churn_risk=0.9, p_alive=0.1, value_at_risk=810)
-    _score(cheap, predicted_clv=100, churn_risk=0.9, p_alive=0.1, value_at_risk=90)
+    _score(mine, predicted_clv=500, p_alive=0.5)
+    _score(theirs, predicted_clv=900, p_alive=0.1)
+    _score(cheap, predicted_clv=100, p_alive=0.1)
     assert [s.contact for s in reports.at_risk(boss)] == [mine, cheap]
     assert reports.at_risk(make_user("admin", username="a1"))[0].contact == theirs
 
 
 def test_dashboard_summary(shop):
-    _score(shop["A"], predicted_clv=100, p_alive=0.5, churn_risk=0.5, value_at_risk=50)
-    _score(shop["B"], predicted_clv=300, p_alive=0.9, churn_risk=0.1, value_at_risk=30)
+    _score(shop["A"], predicted_clv=100, p_alive=0.5)
+    _score(shop["B"], predicted_clv=300, p_alive=0.9)
     s = reports.dashboard_summary()
     assert (s["contacts"], s["customers"], s["revenue_total"]) == (5, 5, 555.0)
     assert (s["predicted_clv_total"], s["predicted_clv_average"], s["p_alive_average"],

@@ -35,8 +35,7 @@ def data(make_user):
     services.transaction_record(contact=a, occurred_at=_this_month_day(1), amount="30")
     services.transaction_record(contact=b, occurred_at=_this_month_day(1), amount="70")
     ContactScore.objects.create(contact=a, as_of=timezone.localdate(), predicted_clv=200,
-                                p_alive=0.25, churn_risk=0.75, value_at_risk=150, rfm_r=5,
-                                rfm_f=1, rfm_segment="new")
+                                p_alive=0.25, rfm_r=5, rfm_f=1, rfm_segment="new")
     return a, b
 
 

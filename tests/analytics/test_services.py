@@ -242,3 +242,51 @@ def test_refresh_command_can_rebuild_the_summaries(capsys):
     call_command("analytics_refresh", "--as-of", "2024-12-31", "--rebuild-summaries")
     assert "Rebuilt the purchase summaries of 3 customers" in capsys.readouterr().out
     assert ContactScore.objects.get(contact=contacts[2]).purchases == 4
+
+
+def test_values_derived_on_read_agree_in_sql_and_python():
+    """What is computed on read (frequency, recency, health, …) is the same whether a queryset
+    computes it (segment filters, reports) or a loaded row does (API, automation)."""
+    from clm.analytics import derived
+
+    contacts, _ = _shop(12)
+    c = contacts[0]
+    event_record(contact=c, kind="nps.answered", occurred_at=at("2024-06-01"),
+                 properties={"score": 8})
+    event_record(contact=c, kind="ticket.opened", occurred_at=at("2024-06-02"))
+    event_record(contact=contacts[1], kind="page.viewed", occurred_at=at("2024-03-01"))
+    services.refresh_now(as_of=date(2024, 6, 30))
+    rows = list(ContactScore.objects.annotate(
+        **{f"sql_{name}": derived.Derived(name) for name in derived.NAMES}))
+    assert len(rows) == 13
+    for row in rows:
+        for name in derived.NAMES:
+            in_sql, in_python = getattr(row, f"sql_{name}"), getattr(row, name)
+            assert (in_sql is None) == (in_python is None), (row.contact_id, name)
+            if in_python is not None:
+                assert in_sql == pytest.approx(in_python, rel=1e-12), (row.contact_id, name)
+    mine = next(r for r in rows if r.contact_id == c.pk)
+    assert mine.health_parts["nps"] == pytest.approx(0.8)
+    assert mine.health_parts["open_tickets"] == pytest.approx(0.5)
+    # Filtering and ordering on a derived value use those numbers.
+    healthy = {r.contact_id for r in rows if r.health_score is not None and r.health_score >= 60}
+    assert set(ContactScore.objects.filter(health_score__gte=60)
+               .values_list("contact_id", flat=True)) == healthy
+    ranked = list(ContactScore.objects.filter(value_at_risk__isnull=False)
+                  .order_by("-value_at_risk", "contact_id").values_list("contact_id", flat=True))
+    assert ranked == [r.contact_id for r in sorted(
+        (r for r in rows if r.value_at_risk is not None),
+        key=lambda r: (-r.value_at_risk, r.contact_id))]
+
+
+def test_every_contact_gets_a_row_whether_or_not_all_of_them_bought():
+    contacts = [ContactFactory() for _ in range(3)]
+    for c in contacts:
+        _purchase(c, "2024-01-05", "10.00")
+    run = services.refresh_now(as_of=date(2024, 6, 30))
+    assert run.contact_count == 3 and ContactScore.objects.count() == 3
+    later = ContactFactory()  # no purchase: a blank row from the next refresh on
+    run = services.refresh_now(as_of=date(2024, 6, 30))
+    assert run.contact_count == 4
+    blank = ContactScore.objects.get(contact=later)
+    assert (blank.purchases, blank.frequency, blank.p_alive, blank.rfm_segment) == (0, None, None, "")

@@ -189,7 +189,7 @@ def test_branch_on_score_and_tags(make_workflow, nickname, emit):
     from clm.analytics.models import ContactScore
 
     c = ContactFactory()
-    ContactScore.objects.create(contact=c, as_of=timezone.localdate(), health_score=80)
+    ContactScore.objects.create(contact=c, as_of=timezone.localdate(), p_alive=0.8)  # health 80
     make_workflow({"type": "event", "kind": "x.happened"},
                   [{"type": "branch", "conditions": [
                       {"field": "score.health_score", "op": "gte", "value": 70}],

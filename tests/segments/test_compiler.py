@@ -258,7 +258,7 @@ def _random_population(rng) -> None:
             add_score(contact,
                       p_alive=None if rng.random() < 0.1 else round(rng.random(), 2),
                       clv_decile=None if rng.random() < 0.2 else rng.randrange(1, 11),
-                      health_score=None if rng.random() < 0.2 else rng.randrange(0, 101))
+                      nps=None if rng.random() < 0.2 else rng.randrange(0, 11))  # varies health
 
 
 def _random_condition(rng, depth: int) -> dict:

@@ -5,8 +5,8 @@ column; these helpers use each database's fastest plain path instead:
 
 * reading: PostgreSQL `COPY (query) TO STDOUT (FORMAT BINARY)` parsed by NumPy as fixed-width
   records (no Python object per value); SQLite `fetchall` of the plain values.
-* writing: PostgreSQL binary COPY built by NumPy; SQLite one `executemany` into a temporary
-  table, in one transaction.
+* writing: PostgreSQL binary COPY built by NumPy; SQLite `executemany` of multi-row INSERTs
+  into a temporary table, in one transaction.
 * rewriting: secondary indexes are dropped, the table is emptied and refilled by one
   INSERT … SELECT, then the indexes are rebuilt, which is several times faster than
   maintaining them row by row. Inside the caller's transaction: readers see the old rows
@@ -64,12 +64,21 @@ def read_columns(sql: str, params: Sequence, types: Sequence[str]) -> list[np.nd
     return [rec[f"v{i}"].astype(t) for i, t in enumerate(types)]
 
 
-def create_temp_table(table: str, columns: Sequence[tuple[str, str]]) -> None:
-    """(Re)create the temporary `table` of (name, "i8"|"i4"|"f8") columns, the first the key."""
+def create_temp_table(table: str, columns: Sequence[tuple[str, str]], *,
+                      pg_key: bool = True) -> None:
+    """(Re)create the temporary `table` of (name, "i8"|"i4"|"f8") columns, the first the key.
+
+    `pg_key=False` leaves the key without an index on PostgreSQL, for a table only ever
+    joined whole (hashed): its index would be maintained row by row in the session's small
+    temporary buffers for nothing.
+    """
     sql_types = {"i8": "BIGINT", "i4": "INTEGER", "f8": "DOUBLE PRECISION" if _is_pg() else "REAL"}
     defs = [f"{c} {sql_types[t]}" for c, t in columns]
     # On SQLite INTEGER PRIMARY KEY makes the key the rowid: lookups need no second index.
-    defs[0] = f"{columns[0][0]} {'BIGINT' if _is_pg() else 'INTEGER'} PRIMARY KEY"
+    if not _is_pg():
+        defs[0] = f"{columns[0][0]} INTEGER PRIMARY KEY"
+    elif pg_key:
+        defs[0] = f"{columns[0][0]} BIGINT PRIMARY KEY"
     with connection.cursor() as cursor:
         if not _is_pg():
             # Temporary tables have their own page cache (2 MB by default): a big one would
@@ -81,23 +90,19 @@ def create_temp_table(table: str, columns: Sequence[tuple[str, str]]) -> None:
 
 
 def write_temp_table(table: str, columns: Sequence[tuple[str, str]],
-                     arrays: Sequence[np.ndarray], chunk: int = 200_000) -> None:
+                     arrays: Sequence[np.ndarray], chunk: int = 200_000, *,
+                     pg_key: bool = True) -> None:
     """Create the temporary `table` (see create_temp_table) and fill it from `arrays`.
 
     A float NaN becomes NULL on SQLite and stays NaN on PostgreSQL (read it through
     NULLIF(col, 'NaN')).
     """
-    create_temp_table(table, columns)
+    create_temp_table(table, columns, pg_key=pg_key)
     names = ", ".join(c for c, _ in columns)
     n = len(arrays[0])
     with connection.cursor() as cursor:
         if not _is_pg():
-            marks = ", ".join(["%s"] * len(columns))
-            sql = f"INSERT INTO {table} ({names}) VALUES ({marks})"  # noqa: S608
-            for start in range(0, n, chunk):
-                stop = min(n, start + chunk)
-                cursor.executemany(sql, zip(*(a[start:stop].tolist() for a in arrays),
-                                            strict=True))
+            _sqlite_insert(cursor, table, names, arrays, chunk)
             return
         dtype = _record_dtype([t for _, t in columns])
         with cursor.cursor.copy(f"COPY {table} ({names}) FROM STDIN (FORMAT BINARY)") as copy:
@@ -111,6 +116,33 @@ def write_temp_table(table: str, columns: Sequence[tuple[str, str]],
                     rec[f"v{i}"] = arrays[i][start:stop]
                 copy.write(rec.tobytes())
             copy.write(b"\xff\xff")
+
+
+# Rows per INSERT statement on SQLite, within its 999 bound parameters per statement (the
+# lowest limit of any build): one statement per row costs about as much again as the values.
+SQLITE_PARAMS = 999
+
+
+def _sqlite_insert(cursor, table: str, names: str, arrays: Sequence[np.ndarray],
+                   chunk: int) -> None:
+    """Insert `arrays` as rows, many rows per statement, values bound from flat lists."""
+    width, n = len(arrays), len(arrays[0])
+    per = max(1, SQLITE_PARAMS // width)
+    row = f"({', '.join(['%s'] * width)})"
+    many = f"INSERT INTO {table} ({names}) VALUES {', '.join([row] * per)}"  # noqa: S608
+    for start in range(0, n, chunk):
+        stop = min(n, start + chunk)
+        # The row-major flat list of this chunk's values, without a Python tuple per row.
+        flat: list = [None] * (width * (stop - start))
+        for i, a in enumerate(arrays):
+            flat[i::width] = a[start:stop].tolist()
+        full = (stop - start) // per * per
+        step = per * width
+        cursor.executemany(many, (flat[i:i + step] for i in range(0, full * width, step)))
+        if full < stop - start:
+            rest = f"INSERT INTO {table} ({names}) VALUES " + ", ".join(  # noqa: S608
+                [row] * (stop - start - full))
+            cursor.execute(rest, flat[full * width:])
 
 
 def drop_temp_table(table: str) -> None:

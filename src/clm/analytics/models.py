@@ -2,9 +2,9 @@
 
 PurchaseSummary is one row per buyer, kept current by every write of Transaction, so that a
 refresh as of today reads a million narrow rows instead of grouping ten million purchases.
-ContactScore is one row per contact, rewritten in bulk by each refresh, with plain columns
-(RFM segment, CLV decile, P(alive), health and its parts, …) so a segment builder can filter
-it in SQL.
+ContactScore is one row per contact, rewritten in bulk by each refresh: what cannot be
+derived is stored in plain columns (RFM segment, CLV decile, P(alive), health parts, …) so a
+segment builder can filter it in SQL; the rest is computed on read (clm.analytics.derived).
 """
 
 from __future__ import annotations
@@ -158,33 +158,59 @@ class RefreshRun(models.Model):
         return self.status in (self.Status.PENDING, self.Status.RUNNING)
 
 
+class RowidOneToOneField(models.OneToOneField):
+    """A one-to-one primary key that, on SQLite, is declared INTEGER: the table's rowid
+    itself. Declared BIGINT (Django's default) it is a second B-tree beside the table, which
+    every inserted row updates; the refresh writes a million of them."""
+
+    def db_type(self, connection) -> str | None:
+        if connection.vendor == "sqlite":
+            return "integer"
+        return super().db_type(connection)
+
+
+class ScoreManager(models.Manager):
+    """ContactScore.objects: the derived values (clm.analytics.derived) are aliases, so
+    querysets filter, order and aggregate on them in SQL as on stored columns; a loaded row
+    computes them in Python (ContactScore's properties), from the same stored values."""
+
+    def get_queryset(self) -> models.QuerySet:
+        from clm.analytics.derived import expressions
+
+        return super().get_queryset().alias(**expressions())
+
+
+def _derived(name: str, doc: str) -> property:
+    def get(self: ContactScore):
+        from clm.analytics.derived import value
+
+        return value(name, lambda column: getattr(self, column))
+
+    return property(get, doc=doc)
+
+
 class ContactScore(models.Model):
     """A contact's RFM, CLV, P(alive), churn risk and health as of the last refresh.
 
+    Only what cannot be derived is stored: the model outputs, the RFM codes, segment and CLV
+    decile, the purchase summary as of `as_of` and the counts behind the health parts. The
+    rest (frequency, recency, T, days since the last purchase, tenure, average spend, churn
+    risk, value at risk, engagement, health score) is computed on read, in SQL through the
+    manager's aliases or in Python through the properties below (clm.analytics.derived).
     Model fields are NULL for contacts without purchases; the BG/NBD time unit is weeks.
     """
 
     # No database foreign key (Django still deletes the score with its contact): every row
     # is written by the refresh from the contact table itself, and without the key SQLite can
     # empty the table at once and PostgreSQL need not check a million rows one by one.
-    contact = models.OneToOneField("customers.Contact", on_delete=models.CASCADE,
-                                   primary_key=True, related_name="score", db_constraint=False)
+    contact = RowidOneToOneField("customers.Contact", on_delete=models.CASCADE,
+                                 primary_key=True, related_name="score", db_constraint=False)
     as_of = models.DateField()
     purchases = models.PositiveIntegerField(default=0, help_text="Purchase days up to as_of.")
     first_purchase_on = models.DateField(null=True, blank=True)
     last_purchase_on = models.DateField(null=True, blank=True)
-    frequency = models.PositiveIntegerField(null=True, blank=True,
-                                            help_text="Repeat purchase days (x).")
-    recency = models.FloatField(null=True, blank=True,
-                                help_text="Weeks from first to last purchase (t_x).")
-    T = models.FloatField(null=True, blank=True,
-                          help_text="Weeks from first purchase to as_of (customer age).")
-    days_since_last_purchase = models.PositiveIntegerField(null=True, blank=True)
-    tenure_days = models.PositiveIntegerField(null=True, blank=True)
     monetary = models.FloatField(null=True, blank=True,
                                  help_text="Average spend of repeat purchase days (Gamma-Gamma).")
-    average_spend = models.FloatField(null=True, blank=True,
-                                      help_text="Average spend per purchase day.")
     rfm_r = models.PositiveSmallIntegerField(null=True, blank=True)
     rfm_f = models.PositiveSmallIntegerField(null=True, blank=True)
     rfm_m = models.PositiveSmallIntegerField(null=True, blank=True)
@@ -194,15 +220,9 @@ class ContactScore(models.Model):
     expected_purchases = models.FloatField(null=True, blank=True,
                                            help_text="Expected purchases in the next window.")
     p_alive = models.FloatField(null=True, blank=True)
-    churn_risk = models.FloatField(null=True, blank=True)
     clv_decile = models.PositiveSmallIntegerField(null=True, blank=True,
                                                   help_text="10 = the top tenth by predicted CLV.")
-    value_at_risk = models.FloatField(null=True, blank=True,
-                                      help_text="predicted_clv * churn_risk: worth saving now.")
-    health_score = models.FloatField(null=True, blank=True, help_text="0-100")
-    # What the health score is made of (see rfm.HEALTH_WEIGHTS); NULL = that part is absent.
-    engagement = models.FloatField(null=True, blank=True,
-                                   help_text="Share of the event rate in the last 30 days, 0-1.")
+    # The counts behind the health score's parts (see rfm.HEALTH_WEIGHTS); NULL = absent.
     events_30d = models.PositiveIntegerField(default=0)
     events_prev_90d = models.PositiveIntegerField(default=0, help_text="The 90 days before those.")
     nps = models.FloatField(null=True, blank=True, help_text="Average NPS answer (0-10), last year.")
@@ -210,11 +230,24 @@ class ContactScore(models.Model):
     failed_payments = models.PositiveIntegerField(null=True, blank=True,
                                                   help_text="In the 90 days to as_of.")
 
+    objects = ScoreManager()
+
     class Meta:
         indexes = [
             models.Index(fields=["rfm_segment"], name="score_rfm_segment"),
             models.Index(fields=["clv_decile"], name="score_clv_decile"),
         ]
+
+    frequency = _derived("frequency", "Repeat purchase days (x).")
+    recency = _derived("recency", "Weeks from first to last purchase (t_x).")
+    T = _derived("T", "Weeks from first purchase to as_of (customer age).")
+    days_since_last_purchase = _derived("days_since_last_purchase", "Days to as_of.")
+    tenure_days = _derived("tenure_days", "Days from the first purchase to as_of.")
+    average_spend = _derived("average_spend", "Average spend per purchase day.")
+    churn_risk = _derived("churn_risk", "1 - P(alive).")
+    value_at_risk = _derived("value_at_risk", "predicted_clv * churn_risk: worth saving now.")
+    engagement = _derived("engagement", "Share of the event rate in the last 30 days, 0-1.")
+    health_score = _derived("health_score", "0-100: the weighted mean of the parts present.")
 
     def __str__(self) -> str:
         return f"score of contact {self.contact_id}"
@@ -222,15 +255,10 @@ class ContactScore(models.Model):
     @property
     def health_parts(self) -> dict:
         """Each part of the health score present for this contact (0-1) and the event counts."""
-        parts = {
-            "p_alive": self.p_alive,
-            "engagement": self.engagement,
-            "nps": None if self.nps is None else self.nps / 10.0,
-            "open_tickets": None if self.open_tickets is None else 1.0 / (1 + self.open_tickets),
-            "failed_payments": (None if self.failed_payments is None
-                                else 1.0 / (1 + self.failed_payments)),
-        }
-        out: dict = {k: round(v, 4) for k, v in parts.items() if v is not None}
+        from clm.analytics.derived import health_parts
+
+        parts = health_parts(lambda column: getattr(self, column))
+        out: dict = {k: round(v, 4) for k, v in parts.items()}
         if self.events_30d:
             out["events_30d"] = self.events_30d
         if self.events_prev_90d:

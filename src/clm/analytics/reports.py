@@ -34,10 +34,11 @@ from typing import Any
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
-from django.db.models import Avg, Count, F, Max, QuerySet, Sum
+from django.db.models import Avg, Count, Max, QuerySet, Sum
 from django.utils import timezone
 
 from clm.analytics import queries
+from clm.analytics.derived import Derived
 from clm.analytics.models import (
     ActivityMonth,
     ContactScore,
@@ -364,8 +365,10 @@ def dashboard_summary() -> dict:
         buyers = PurchaseSummary.objects.aggregate(n=Count("pk"), revenue=Sum("total_amount"))
         recent = PurchaseMonth.objects.filter(month__gte=since).aggregate(r=Sum("revenue"))
         scores = ContactScore.objects.filter(predicted_clv__isnull=False).aggregate(
-            clv=Sum("predicted_clv"), avg_clv=Avg("predicted_clv"), p_alive=Avg("p_alive"),
-            risk=Sum(F("value_at_risk")))
+            # Value at risk is derived on read (aggregates take its expression, not the
+            # manager's alias); no result may be named like a column it reads.
+            clv=Sum("predicted_clv"), avg_clv=Avg("predicted_clv"), avg_p=Avg("p_alive"),
+            risk=Sum(Derived("value_at_risk")))
         run = queries.current_run()
         return {
             "contacts": Contact.objects.count(),
@@ -374,7 +377,7 @@ def dashboard_summary() -> dict:
             "revenue_last_12_months": float(recent["r"] or 0),
             "predicted_clv_total": round(scores["clv"] or 0, 2),
             "predicted_clv_average": round(scores["avg_clv"] or 0, 2),
-            "p_alive_average": round(scores["p_alive"] or 0, 4),
+            "p_alive_average": round(scores["avg_p"] or 0, 4),
             "value_at_risk_total": round(scores["risk"] or 0, 2),
             "scores_as_of": run.as_of if run else None,
             "model_run_id": run.pk if run else None,

@@ -21,7 +21,6 @@ Named segments, first matching rule wins:
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import rankdata
 
 SEGMENTS = ["champions", "loyal", "potential loyalists", "new", "at risk", "can't lose",
             "hibernating", "lost"]
@@ -43,13 +42,43 @@ HEALTH_WEIGHTS = {"p_alive": 0.5, "engagement": 0.3, "nps": 0.2, "open_tickets":
                   "failed_payments": 0.1}
 
 
+def average_ranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks, ties sharing the mean of their ranks (scipy's rankdata "average").
+
+    Integers in a modest range are counted rather than sorted, floats sorted once without
+    the stable sort rankdata uses: a million values rank in a few hundredths of a second
+    instead of a quarter of one.
+    """
+    values = np.asarray(values)
+    n = values.size
+    if n == 0:
+        return np.zeros(0)
+    if values.dtype.kind in "iu":
+        lo, hi = int(values.min()), int(values.max())
+        if hi - lo <= 4 * n:
+            counts = np.bincount(values - lo)
+            below = np.cumsum(counts) - counts
+            return (below + (counts + 1) / 2.0)[values - lo]
+    values = values.astype(np.float64, copy=False)
+    order = np.argsort(values)
+    ordered = values[order]
+    new = np.empty(n, dtype=bool)
+    new[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
+    starts = np.flatnonzero(new)
+    ends = np.append(starts[1:], n)
+    ranks = np.empty(n)
+    ranks[order] = ((starts + 1 + ends) / 2.0)[np.cumsum(new) - 1]
+    return ranks
+
+
 def quintiles(values: np.ndarray, *, higher_is_better: bool = True) -> np.ndarray:
     """Scores 1..5 by mid-rank (ties share a score); empty in, empty out."""
-    values = np.asarray(values, dtype=np.float64)
+    values = np.asarray(values)
     n = values.size
     if n == 0:
         return np.zeros(0, dtype=np.int8)
-    ranks = rankdata(values if higher_is_better else -values, method="average")
+    ranks = average_ranks(values if higher_is_better else -values)
     return np.clip(np.ceil(5.0 * ranks / n), 1, 5).astype(np.int8)
 
 
@@ -59,7 +88,7 @@ def deciles(values: np.ndarray) -> np.ndarray:
     n = values.size
     if n == 0:
         return np.zeros(0, dtype=np.int8)
-    ranks = rankdata(values, method="average")
+    ranks = average_ranks(values)
     return np.clip(np.ceil(10.0 * ranks / n), 1, 10).astype(np.int8)
 
 

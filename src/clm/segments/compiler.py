@@ -46,6 +46,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db.models import Exists, OuterRef, Q
+from django.db.models.lookups import GreaterThanOrEqual, LessThanOrEqual
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
@@ -498,13 +499,22 @@ class Compiler:
             raise _fail(_join(path, "max"), "Must not be below min.")
         q, copy = Q(), Q()
         column = orm.removeprefix("score__")  # BehaviourCounter keeps a copy of the score
-        if "min" in bounds:
-            q &= Q(**{f"{orm}__gte": bounds["min"]})
-            copy &= Q(**{f"{column}__gte": bounds["min"]})
-        if "max" in bounds:
-            q &= Q(**{f"{orm}__lte": bounds["max"]})
-            copy &= Q(**{f"{column}__lte": bounds["max"]})
+        for key, op in (("min", "gte"), ("max", "lte")):
+            if key in bounds:
+                q &= _score_test(column, op, bounds[key])
+                copy &= Q(**{f"{column}__{op}": bounds[key]})
         return Leaf(q, snapshot=copy, exact=True)
+
+
+def _score_test(column: str, op: str, value: float) -> Q:
+    """The contact's score `column` `op` ("gte" or "lte") `value`; a derived score (health)
+    is computed from the stored columns it reads (clm.analytics.derived)."""
+    from clm.analytics.derived import NAMES, Derived
+
+    if column not in NAMES:
+        return Q(**{f"score__{column}__{op}": value})
+    lookup = GreaterThanOrEqual if op == "gte" else LessThanOrEqual
+    return Q(lookup(Derived(column, "score__"), value))
 
 
 def _fresh_window_rows(now: datetime) -> list[tuple[int, str, int, int | None]]:

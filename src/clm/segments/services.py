@@ -187,6 +187,7 @@ def behaviour_window_refresh(*, kind: str, days: int, now: datetime | None = Non
     readers see the old counters until commit."""
     from datetime import timedelta
 
+    from clm.analytics import derived
     from clm.analytics.models import ContactScore
 
     now = now or timezone.now()
@@ -203,12 +204,14 @@ def behaviour_window_refresh(*, kind: str, days: int, now: datetime | None = Non
     qn = connection.ops.quote_name
     table = qn(BehaviourCounter._meta.db_table)
     contacts, scores = qn(Contact._meta.db_table), qn(ContactScore._meta.db_table)
+    # The health score is not stored: derived from its stored parts, as ContactScore reads it.
+    health = derived.sql("health_score", lambda column: f"s.{qn(column)}", connection.vendor)
     with connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {table} (window_id, contact_id, count, country, p_alive, "  # noqa: S608 - fixed names
             f"clv_decile, health_score) "
             f"SELECT %s, sub.contact_id, sub.n, c.country, s.p_alive, s.clv_decile, "
-            f"s.health_score FROM ({sql}) sub JOIN {contacts} c ON c.id = sub.contact_id "
+            f"{health} FROM ({sql}) sub JOIN {contacts} c ON c.id = sub.contact_id "
             f"LEFT JOIN {scores} s ON s.contact_id = sub.contact_id", [window.pk, *params])
     window.refreshed_at = now
     window.scores_refresh_id = scores_from
