@@ -155,7 +155,11 @@ def rebuild_in_process() -> dict:
     started = time.perf_counter()
     stats = lifecycle_rebuild()
     wall = time.perf_counter() - started
-    phases = ", ".join(f"{k} {v:.1f} s" for k, v in stats.extra.get("seconds", {}).items())
+    phases = ", ".join(f"{k} {v:.1f} s" for k, v in stats.extra.get("seconds", {}).items()
+                       if v >= 0.05)
+    if stats.extra.get("workers"):
+        phases += f"; {stats.extra['workers']} workers busy " + ", ".join(
+            f"{k} {v:.1f} s" for k, v in stats.extra["worker_seconds"].items() if v >= 0.05)
     return {"wall": wall, "contacts": stats.contacts, "events": stats.events,
             "moves": stats.moves, "inside": wall, "phases": phases}
 
@@ -212,12 +216,14 @@ def report(*, fold_eps: tuple[float, float], inc: dict, late: dict | None, runs:
         "The rebuild reads only event kinds some rule reads (plus purchases for inactivity "
         "churn) straight from the driver, with properties only for kinds whose rules read "
         "them, folds each contact in Python (the same fold as the incremental engine) and "
-        "writes only what differs from what is stored, per range of 50,000 contact ids "
-        "(one transaction each). Phases: read = SQL and fetching; fold = parsing times, "
-        "sorting, the rules, building rows; write = comparing with the stored rows and "
-        "writing history, states, `stage.changed` events and Contact.stage; companies = "
-        "Company.stage. The machine is shared: CPU-second figures are less noisy than wall "
-        "time.",
+        "writes only what differs from what is stored, per range of 50,000 contact ids. On "
+        "SQLite, worker processes (one per core) read, fold and compare ranges while the "
+        "command's own process writes them, in one transaction. Phases: read = SQL and "
+        "fetching; fold = parsing times, sorting, the rules, building rows; compare = reading "
+        "the stored rows and finding what differs; wait = the writer waiting for a worker; "
+        "write = writing history, states, `stage.changed` events and Contact.stage; "
+        "companies = Company.stage. Workers' phases are summed over workers. The machine is "
+        "shared: CPU-second figures are less noisy than wall time.",
     ]
     return "\n".join(lines)
 

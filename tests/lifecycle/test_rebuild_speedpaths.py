@@ -3,7 +3,8 @@
 - compiled condition predicates == the generic `conditions_hold`, over random data;
 - the fold's JSON decoding == json.loads; the stage.changed properties text == json.dumps;
 - a rebuild repairs drifted rows (history, states, events, stages) and keeps equal rows as
-  they are (same ids), whether few or most contacts of a range changed.
+  they are (same ids), whether few or most contacts of a range changed;
+- the same holds when worker processes read, fold and compare (SQLite).
 """
 
 from __future__ import annotations
@@ -11,14 +12,17 @@ from __future__ import annotations
 import json
 
 import pytest
+from django.db import connection
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from clm.core.errors import ValidationFailed
 from clm.customers.models import Contact
 from clm.lifecycle import engine, store
+from clm.lifecycle import rebuild as rebuild_module
 from clm.lifecycle.fold import Move, decode
 from clm.lifecycle.models import ContactState, Rule, StageChange
+from clm.lifecycle.rebuild import rebuild
 from clm.lifecycle.rules import OPS, _compile, conditions_hold, predicate, validate_conditions
 from clm.timeline.models import Event
 from tests.factories import ContactFactory
@@ -113,6 +117,20 @@ def test_rebuild_repairs_drifted_rows_and_keeps_the_rest(histories):
 
 
 @pytest.mark.django_db
+def test_rebuild_updates_drifted_columns_in_place(histories):
+    """Rows that differ only in some columns (advance_s after a ranking change) keep their ids."""
+    ids = _ids(histories)
+    expected = test_equivalence.snapshot(ids)
+    assert StageChange.objects.exclude(advance_s=None).exists()
+    kept = _stored_ids()
+    StageChange.objects.update(advance_s=None)
+    StageChange.objects.filter(contact=histories[1], seq=1).update(reason="edited", life=7)
+    engine.rebuild_all(chunk_contacts=3)
+    assert test_equivalence.snapshot(ids) == expected
+    assert _stored_ids() == kept
+
+
+@pytest.mark.django_db
 def test_rebuild_applies_a_rule_change_to_the_past(histories):
     Rule.objects.filter(name="Subscription canceled").update(active=False)
     engine.rebuild_all()
@@ -128,3 +146,41 @@ def test_rebuild_applies_a_rule_change_to_the_past(histories):
 def test_rebuild_of_no_contacts_empties_the_history():
     engine.rebuild_all()
     assert not StageChange.objects.exists()
+
+
+def _stored_ids() -> tuple[list[int], list[int]]:
+    return (sorted(StageChange.objects.values_list("pk", flat=True)),
+            sorted(Event.objects.filter(kind="stage.changed").values_list("pk", flat=True)))
+
+
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="worker processes run on SQLite only")
+@pytest.mark.django_db(transaction=True)
+def test_rebuild_in_worker_processes_gives_the_same_rows(histories, monkeypatch):
+    """Plans made in forked workers and written here: keep, repair, and build from nothing."""
+    ids = _ids(histories)
+    expected = test_equivalence.snapshot(ids)  # as the incremental engine left it
+    kept = _stored_ids()
+    # The test database lives in memory (closing our connection keeps it): a forked worker
+    # reads its copy, which holds what was committed before the rebuild began, as a worker
+    # would read it from a database file.
+    monkeypatch.setattr(rebuild_module, "_workers_see_our_data", lambda: True)
+
+    def run(chunk: int) -> None:
+        stats = rebuild(engine.load_fold(), chunk_contacts=chunk, workers=2)
+        assert stats.extra["workers"] == 2  # the worker path ran
+        assert stats.contacts == len(ids)
+        assert test_equivalence.snapshot(ids) == expected
+
+    run(1)  # nothing changed: every row kept
+    assert _stored_ids() == kept
+    a, b = histories[0], histories[1]
+    StageChange.objects.filter(contact=a, seq=2).update(reason="edited by hand")
+    ContactState.objects.filter(contact=b).delete()
+    Event.objects.filter(contact=b, kind="stage.changed").update(properties={"to": "nowhere"})
+    Contact.objects.filter(pk=histories[2].pk).update(stage="promoter")
+    run(2)  # drifted rows repaired
+    StageChange.objects.all().delete()
+    ContactState.objects.all().delete()
+    Event.objects.filter(kind="stage.changed").delete()
+    Contact.objects.update(stage="")
+    run(3)  # from nothing

@@ -1,14 +1,22 @@
 """`lifecycle_rebuild`: replay every contact from its events and manual moves.
 
-Per range of contact ids, in its own transaction:
+Per range of contact ids:
 1. read: the events of kinds some rule reads (plus purchases when inactivity churn is on),
    straight from the driver, times as text, properties only for kinds whose rules read them
    (parsed later, only if a rule gets that far); the range's manual moves;
 2. fold each contact (clm.lifecycle.fold, the code the incremental engine runs);
-3. write only what differs from what is stored: history rows and states of the contacts
-   whose result changed, stage.changed events by idempotency key, Contact.stage in one
-   UPDATE. A first rebuild inserts everything; a repeated one reads and compares.
+3. compare with what is stored, giving a `_Plan`: history rows and states of the contacts
+   whose result changed, stage.changed events by idempotency key, Contact.stage updates. A
+   first rebuild inserts everything; a repeated one reads, compares and writes nothing;
+4. write the plan.
 Company.stage is recomputed at the end.
+
+On a file SQLite database, steps 1-3 run in worker processes (one per core, at most
+MAX_WORKERS) while this process writes, in range order, in one transaction: SQLite has one
+writer, and the workers read the committed database, which is what this transaction sees
+minus its own writes to ranges the workers are done with. Elsewhere (PostgreSQL, whose
+per-range transactions lock the range's states against the engine in step 1; in-memory
+databases; inside a caller's transaction) all four steps run here, range by range.
 
 The result equals the incremental engine's (tests/lifecycle/test_equivalence.py).
 """
@@ -16,10 +24,14 @@ The result equals the incremental engine's (tests/lifecycle/test_equivalence.py)
 from __future__ import annotations
 
 import gc
+import multiprocessing
+import os
+import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from datetime import UTC
 
 from django.db import connection, transaction
@@ -47,8 +59,9 @@ from clm.lifecycle.fold import RANK_EVENT, RANK_MANUAL, STAGE_CHANGED, Fold, Mov
 from clm.lifecycle.rules import contact_fields_needed
 from clm.timeline.models import Event
 
-PHASES = ("read", "fold", "write_history", "write_states", "write_events", "write_stages",
-          "commit", "companies")
+PHASES = ("read", "fold", "compare", "wait", "write_history", "write_states", "write_events",
+          "write_stages", "commit", "companies")
+MAX_WORKERS = 4
 
 
 class _Clock:
@@ -71,10 +84,38 @@ class _Clock:
         self.start("")
 
 
-SQLITE_CACHE_KIB = 2 * 1024 * 1024  # page cache of the rebuild's connection (2 GiB at most)
+# Page cache of the rebuild's connection on SQLite (KiB). A rebuild from an empty history
+# dirties ~3.5 GB at 1M contacts (the events table's indexes gain an entry on nearly every
+# page); with less cache than that, dirty pages spill to the WAL mid-transaction and are
+# written again when a later range touches them.
+SQLITE_CACHE_KIB = 4 * 1024 * 1024
+
+
+@dataclass
+class _Plan:
+    """One range's result and what to write for it (made by `_Job.compute`, maybe in a worker)."""
+
+    lo: int
+    hi: int
+    events: int = 0
+    contacts: int = 0
+    moves: int = 0
+    ranking: str = ""
+    # ("insert", rows) into an empty range; ("range", rows): replace the range's rows;
+    # ("rows", (contact, seq) to delete, {column positions: rows of new values + key} to
+    # update, rows to insert); None: all equal.
+    history: tuple | None = None
+    # ("insert", rows); ("upsert", contact ids to delete, rows); None: all equal.
+    states: tuple | None = None
+    stale_events: list[tuple[int]] = field(default_factory=list)  # (event id,) to delete
+    new_events: list[tuple] = field(default_factory=list)  # rows of STAGE_EVENT_COLUMNS
+    stages: list[tuple[str, int]] = field(default_factory=list)  # (stage, contact id)
+    seconds: dict[str, float] = field(default_factory=dict)  # the worker's clock, if any
+    cpu: dict[str, float] = field(default_factory=dict)
 
 
 def rebuild(fold: Fold, *, chunk_contacts: int = 50000, per_range: bool | None = None,
+            workers: int | None = None,
             progress: Callable[[int, int, Stats], None] | None = None) -> Stats:
     """Rebuild every contact's stage, history, state and stage.changed events.
 
@@ -86,7 +127,11 @@ def rebuild(fold: Fold, *, chunk_contacts: int = 50000, per_range: bool | None =
     key indexes) then reach the disk once instead of once per range — several gigabytes
     less at 10M events. Writers wait meanwhile (their busy timeout), so on a live SQLite
     system run it when little is written, or pass per_range=True.
-    stats.extra["seconds"] / ["cpu_seconds"] hold the time by phase.
+    `workers`: processes that read, fold and compare (see the module doc); 0 or 1 for none;
+    by default one per core, at most MAX_WORKERS, where they can be used (SQLite, one
+    transaction, a database file, and no other thread in this process).
+    stats.extra["seconds"] / ["cpu_seconds"] hold this process's time by phase, and
+    ["worker_seconds"] / ["worker_cpu_seconds"] the workers' (summed over workers).
     """
     stats = Stats()
     clock = _Clock()
@@ -101,23 +146,37 @@ def rebuild(fold: Fold, *, chunk_contacts: int = 50000, per_range: bool | None =
         return stats
     job = _Job(fold, stats, clock)
     ranges = [(start, start + chunk_contacts) for start in range(lo, hi + 1, chunk_contacts)]
+    if workers is None:
+        workers = min(MAX_WORKERS, os.cpu_count() or 1)
+    # fork copies only the calling thread: with others running (a threaded server or task
+    # worker) a lock one of them holds would stay locked in the children forever.
+    parallel = workers > 1 and len(ranges) > 1 and sqlite and not per_range \
+        and "fork" in multiprocessing.get_all_start_methods() and _workers_see_our_data() \
+        and threading.active_count() == 1
     # Millions of long-lived tuples: the cyclic GC would walk them again and again for
     # nothing (they hold no cycles); collected once at the end instead.
     gc_was_enabled = gc.isenabled()
     gc.disable()
-    cache = _bigger_cache() if sqlite and not per_range else None
+    pool = cache = None
     try:
+        pool = _start_workers(job, workers) if parallel else None
+        cache = _bigger_cache() if sqlite and not per_range else None
         with transaction.atomic() if not per_range else nullcontext():
             # From an empty history (first rebuild): build its secondary indexes once at the
             # end (a sort) instead of row by row. Same transaction: readers never miss them.
             deferred = _drop_history_indexes() if sqlite and not per_range else []
+            plans = _worker_plans(pool, ranges, clock, workers) if pool else None
             for start, end in ranges:
                 with transaction.atomic() if per_range else nullcontext():
-                    job.range(start, end)
+                    plan = next(plans) if plans else job.compute(start, end)
+                    job.write(plan)
                     clock.start("commit")
                 clock.stop()
                 if progress:
                     progress(min(end - 1, hi), hi, stats)
+            if pool:  # done: no reader left behind when the commit checkpoints the WAL
+                pool.close()
+                pool.join()
             clock.start("write_history")
             for _name, sql in deferred:
                 store.execute(sql)
@@ -129,13 +188,74 @@ def rebuild(fold: Fold, *, chunk_contacts: int = 50000, per_range: bool | None =
             clock.start("commit")
         clock.stop()
     finally:
+        if pool:
+            pool.terminate()
+            pool.join()
         if cache is not None:
             store.execute(f"PRAGMA cache_size = {int(cache)}")
         if gc_was_enabled:
             gc.enable()
     stats.extra["seconds"] = dict(clock.seconds)
     stats.extra["cpu_seconds"] = dict(clock.cpu)
+    if pool:
+        stats.extra["workers"] = workers
+        stats.extra["worker_seconds"] = job.worker_seconds
+        stats.extra["worker_cpu_seconds"] = job.worker_cpu
     return stats
+
+
+# -- worker processes ----------------------------------------------------------------------
+
+def _workers_see_our_data() -> bool:
+    """Whether workers' own connections read what this one sees: a database file, and no
+    transaction of the caller's holding uncommitted rows (tests run inside one)."""
+    return not connection.in_atomic_block and not connection.is_in_memory_db()
+
+
+_worker_job: _Job | None = None  # the job a forked worker computes plans for
+
+
+def _start_workers(job: _Job, workers: int):
+    """A pool of forked processes that compute plans with `job` (inherited, not pickled)."""
+    global _worker_job
+    _worker_job = job
+    # A SQLite connection must not cross a fork: close ours; each side reconnects.
+    connection.close()
+    try:
+        return multiprocessing.get_context("fork").Pool(workers)
+    finally:
+        _worker_job = None
+
+
+def _compute_in_worker(bounds: tuple[int, int]) -> _Plan:
+    job = _worker_job
+    assert job is not None  # noqa: S101 (set before the fork)
+    job.clock = clock = _Clock()
+    plan = job.compute(*bounds)
+    clock.stop()
+    plan.seconds, plan.cpu = clock.seconds, clock.cpu
+    return plan
+
+
+def _worker_plans(pool, ranges: list[tuple[int, int]], clock: _Clock, workers: int):
+    """The ranges' plans in range order, computed a few ranges ahead of the writer.
+
+    Called once this process holds the write transaction, so every worker reads after it
+    began: nothing else commits until it ends.
+    """
+    ahead = deque()
+    pending = iter(ranges)
+    for bounds in pending:
+        ahead.append(pool.apply_async(_compute_in_worker, (bounds,)))
+        if len(ahead) >= 2 * workers:  # bounded: plans of a first rebuild are large
+            break
+    while ahead:
+        clock.start("wait")
+        plan = ahead.popleft().get()
+        bounds = next(pending, None)
+        if bounds is not None:
+            ahead.append(pool.apply_async(_compute_in_worker, (bounds,)))
+        yield plan
 
 
 def _record_ranking(used: str) -> None:
@@ -189,6 +309,8 @@ class _Job:
         # Both range reads of the events table go through the (contact, kind, time) index.
         self.by_contact_kind = store.index_hint(Event, ["contact", "kind", "-occurred_at"])
         self.rankings: set[str] = set()  # funnel rankings advance_s was computed with
+        self.worker_seconds = dict.fromkeys(PHASES, 0.0)
+        self.worker_cpu = dict.fromkeys(PHASES, 0.0)
 
     # -- read ------------------------------------------------------------------------------
 
@@ -217,17 +339,18 @@ class _Job:
                                   [lo, hi, *self.kinds]))
         return contacts, manual, events
 
-    # -- one range -------------------------------------------------------------------------
+    # -- one range: read, fold, compare ------------------------------------------------------
 
-    def range(self, lo: int, hi: int) -> None:
-        clock, fold, stats = self.clock, self.fold, self.stats
+    def compute(self, lo: int, hi: int) -> _Plan:
+        """Read, fold and compare the contacts with ids in [lo, hi); writes nothing."""
+        clock, fold = self.clock, self.fold
         clock.start("read")
         contacts, manual, events = self._read(lo, hi)
-        stats.events += len(events)
+        plan = _Plan(lo, hi, events=len(events))
 
         clock.start("fold")
         ranking = marks.current_ranking(share_lock=True)
-        self.rankings.add(marks.signature(ranking))
+        plan.ranking = marks.signature(ranking)
         ranks = marks.ranks_of(ranking)
         mark_moves = marks.mark_moves
         to_time = naive_parse = self.to_time
@@ -285,68 +408,66 @@ class _Job:
             inputs.append((at, RANK_EVENT, eid, kind, props))
         if current is not None:
             finish(current, inputs)
+        del events
         for cid in sorted(manual):  # contacts with manual moves and no relevant event
             finish(cid, [])
         states.sort()
         history.sort(key=_contact_seq)
-        stats.contacts += len(states)
-        stats.moves += len(history)
+        plan.contacts, plan.moves = len(states), len(history)
 
-        clock.start("write_history")
-        self._write_history(lo, hi, history)
-        clock.start("write_states")
-        self._write_states(lo, hi, states)
-        clock.start("write_events")
-        self._write_events(lo, hi, want)
-        clock.start("write_stages")
-        store.execute(  # Contact.stage := the rebuilt stage, where there is one and it differs
-            f"UPDATE {CONTACTS} SET stage = (SELECT s.stage FROM {STATES} s "  # noqa: S608
-            f"WHERE s.contact_id = {CONTACTS}.id) WHERE id >= %s AND id < %s AND EXISTS ("
-            f"SELECT 1 FROM {STATES} s WHERE s.contact_id = {CONTACTS}.id "
-            f"AND s.stage <> '' AND s.stage <> {CONTACTS}.stage)", [lo, hi])
+        clock.start("compare")
+        plan.history = self._compare_history(lo, hi, history)
+        plan.states = self._compare_states(lo, hi, states)
+        self._compare_events(lo, hi, want, plan)
+        current_stage = dict(store.fetch(
+            f"SELECT id, stage FROM {CONTACTS} WHERE id >= %s AND id < %s", [lo, hi]))  # noqa: S608
+        # Contact.stage := the rebuilt stage, where there is one and it differs.
+        plan.stages = [(row[1], row[0]) for row in states
+                       if row[1] and current_stage.get(row[0], row[1]) != row[1]]
+        return plan
 
-    # -- writes: only what differs -----------------------------------------------------------
+    # -- compare: only what differs ----------------------------------------------------------
 
-    def _write_history(self, lo: int, hi: int, history: list[tuple]) -> None:
+    def _compare_history(self, lo: int, hi: int, history: list[tuple]) -> tuple | None:
         stored = list(store.fetch(
             f"SELECT {select_list(HISTORY_COLUMNS)} FROM {HISTORY} "  # noqa: S608
             f"WHERE contact_id >= %s AND contact_id < %s ORDER BY contact_id, seq", [lo, hi]))
         if stored == history:
-            return
+            return None
         if not stored:
-            store.insert(HISTORY, HISTORY_COLUMNS, history)
-            return
-        old, new = _by_contact(stored), _by_contact(history)
-        changed = sorted(cid for cid in old.keys() | new.keys() if old.get(cid) != new.get(cid))
-        stale = [cid for cid in changed if cid in old]
-        if len(stale) * 2 > len(old):
-            store.execute(f"DELETE FROM {HISTORY} "  # noqa: S608
-                          f"WHERE contact_id >= %s AND contact_id < %s", [lo, hi])
-            store.insert(HISTORY, HISTORY_COLUMNS, history)
-            return
-        store.execute_many(f"DELETE FROM {HISTORY} WHERE contact_id = %s",  # noqa: S608
-                           [(cid,) for cid in stale])
-        store.insert(HISTORY, HISTORY_COLUMNS,
-                     [row for cid in changed for row in new.get(cid, ())])
+            return ("insert", history)
+        old = {(row[0], row[1]): row for row in stored}
+        new = {(row[0], row[1]): row for row in history}
+        deletes = sorted(key for key in old if key not in new)
+        inserts = [row for key, row in new.items() if key not in old]
+        if (len(deletes) + len(inserts)) * 2 > len(stored):
+            return ("range", history)
+        # A row at the same (contact, seq) is updated in place, only in the columns that
+        # differ: after a change of the funnel ranking only advance_s does, and an UPDATE of
+        # it leaves the history's other five indexes alone (a delete and insert rewrites all).
+        updates: dict[tuple[int, ...], list[tuple]] = defaultdict(list)
+        for key, row in new.items():
+            was = old.get(key)
+            if was is not None and was != row:
+                cols = tuple(i for i in range(2, len(row)) if was[i] != row[i])
+                updates[cols].append((*(row[i] for i in cols), *key))
+        return ("rows", deletes, dict(updates), inserts)
 
-    def _write_states(self, lo: int, hi: int, states: list[tuple]) -> None:
+    def _compare_states(self, lo: int, hi: int, states: list[tuple]) -> tuple | None:
         stored = list(store.fetch(
             f"SELECT {select_list(STATE_COLUMNS)} FROM {STATES} "  # noqa: S608
             f"WHERE contact_id >= %s AND contact_id < %s ORDER BY contact_id", [lo, hi]))
         if stored == states:
-            return
+            return None
         if not stored:
-            store.insert(STATES, STATE_COLUMNS, states)
-            return
+            return ("insert", states)
         old = {row[0]: row for row in stored}
         new_ids = {row[0] for row in states}
-        store.execute_many(f"DELETE FROM {STATES} WHERE contact_id = %s",  # noqa: S608
-                           [(cid,) for cid in old if cid not in new_ids])
-        _upsert_states([row for row in states if old.get(row[0]) != row])
+        return ("upsert", [cid for cid in old if cid not in new_ids],
+                [row for row in states if old.get(row[0]) != row])
 
-    def _write_events(self, lo: int, hi: int, want: dict[str, tuple]) -> None:
+    def _compare_events(self, lo: int, hi: int, want: dict[str, tuple], plan: _Plan) -> None:
         """stage.changed events by idempotency key: keep equal ones, replace the others."""
-        stale: list[tuple[int]] = []
         have: set[str] = set()
         aware = store.aware
         for pk, key, at, props in store.fetch(
@@ -359,13 +480,62 @@ class _Job:
                     and store.same_json(props, hit[2]):
                 have.add(key)
             else:
-                stale.append((pk,))
-        store.execute_many(f"DELETE FROM {EVENTS} WHERE id = %s", stale)  # noqa: S608
+                plan.stale_events.append((pk,))
         recorded = self.recorded
-        rows = [(cid, STAGE_CHANGED, at, recorded, EVENT_SOURCE, text, key, actor_id)
-                for key, (cid, at, text, actor_id) in want.items() if key not in have]
+        # In contact order, each contact's in time order (want's order): the order of the
+        # events table's contact indexes.
+        plan.new_events = [(cid, STAGE_CHANGED, at, recorded, EVENT_SOURCE, text, key, actor_id)
+                           for key, (cid, at, text, actor_id) in want.items() if key not in have]
+
+    # -- write -------------------------------------------------------------------------------
+
+    def write(self, plan: _Plan) -> None:
+        """Write what `plan` found different (caller holds the transaction)."""
+        clock, stats = self.clock, self.stats
+        stats.events += plan.events
+        stats.contacts += plan.contacts
+        stats.moves += plan.moves
+        self.rankings.add(plan.ranking)
+        for phase, seconds in plan.seconds.items():
+            self.worker_seconds[phase] += seconds
+        for phase, seconds in plan.cpu.items():
+            self.worker_cpu[phase] += seconds
+        lo, hi = plan.lo, plan.hi
+        in_range = "contact_id >= %s AND contact_id < %s"
+
+        clock.start("write_history")
+        if plan.history is not None:
+            how, *args = plan.history
+            if how == "range":
+                store.execute(f"DELETE FROM {HISTORY} WHERE {in_range}", [lo, hi])  # noqa: S608
+            elif how == "rows":
+                by_key = "WHERE contact_id = %s AND seq = %s"
+                store.execute_many(f"DELETE FROM {HISTORY} {by_key}", args[0])  # noqa: S608
+                for cols, rows in args[1].items():
+                    sets = ", ".join(f"{store.qn(HISTORY_COLUMNS[i])} = %s" for i in cols)
+                    store.execute_many(f"UPDATE {HISTORY} SET {sets} {by_key}",  # noqa: S608
+                                       rows)
+            store.insert(HISTORY, HISTORY_COLUMNS, args[-1])
+
+        clock.start("write_states")
+        if plan.states is not None:
+            how, *args = plan.states
+            if how == "insert":
+                store.insert(STATES, STATE_COLUMNS, args[0])
+            else:
+                store.execute_many(f"DELETE FROM {STATES} WHERE contact_id = %s",  # noqa: S608
+                                   [(cid,) for cid in args[0]])
+                _upsert_states(args[1])
+
+        clock.start("write_events")
+        store.execute_many(f"DELETE FROM {EVENTS} WHERE id = %s",  # noqa: S608
+                           plan.stale_events)
         # Not handed to the consumers: they rebuild their own state from the timeline.
-        store.insert(EVENTS, STAGE_EVENT_COLUMNS, rows)
+        store.insert(EVENTS, STAGE_EVENT_COLUMNS, plan.new_events)
+
+        clock.start("write_stages")
+        store.execute_many(f"UPDATE {CONTACTS} SET stage = %s WHERE id = %s",  # noqa: S608
+                           plan.stages)
 
 
 def _same(value):
@@ -374,13 +544,6 @@ def _same(value):
 
 def _contact_seq(row: tuple) -> tuple[int, int]:
     return row[0], row[1]
-
-
-def _by_contact(rows: list[tuple]) -> dict[int, list[tuple]]:
-    grouped: dict[int, list[tuple]] = defaultdict(list)
-    for row in rows:
-        grouped[row[0]].append(row)
-    return grouped
 
 
 def _restage_companies(fold: Fold) -> None:

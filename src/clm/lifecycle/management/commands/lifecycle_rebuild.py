@@ -31,6 +31,12 @@ class Command(BaseCommand):
                               if seconds >= 0.05)
         if breakdown:
             breakdown += f"; CPU time {time.process_time() - cpu:.1f} s"
+        if stats.extra.get("workers"):  # read, fold and compare ran in worker processes
+            busy = stats.extra["worker_seconds"]
+            breakdown += (f"; {stats.extra['workers']} workers busy "
+                          + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in busy.items()
+                                      if seconds >= 0.05)
+                          + f", CPU time {sum(stats.extra['worker_cpu_seconds'].values()):.1f} s")
         self.stdout.write(self.style.SUCCESS(
             f"Rebuilt {stats.contacts:,} contacts from {stats.events:,} events: "
             f"{stats.moves:,} stage changes in {elapsed:.1f} s"
