@@ -572,3 +572,16 @@ def test_contact_list_rows_show_every_cell_escaped(admin_client_logged_in, admin
     assert f'name="ids" value="{contact.pk}"' in row  # the admin may bulk-edit
     bare_row = next(r for r in page.split("<tr>") if f"{detail_url(bare)}" in r)
     assert '<span class="muted">—</span>' in bare_row  # no owner
+
+
+def test_search_page_counts_its_matches_without_a_count_query(admin_client_logged_in):
+    for i in range(60):
+        ContactFactory(first_name=f"Zed{i}", last_name="Quill", email=f"zed{i}@example.com")
+    ContactFactory(first_name="Other", last_name="Person", email="other@example.com")
+    with CaptureQueriesContext(connection) as queries:
+        page = text(admin_client_logged_in.get(LIST, {"q": "quill"}))
+    assert "1\u201350 of 60" in page and "other@example.com" not in page
+    assert not [q for q in queries.captured_queries if "COUNT(" in q["sql"].upper()]
+    second = text(admin_client_logged_in.get(LIST, {"q": "quill", "page": 2}))
+    assert "51\u201360 of 60" in second
+    assert "1\u201350 of 61" in text(admin_client_logged_in.get(LIST, {"country": ""}))  # counted

@@ -22,7 +22,7 @@ from clm.customers.queries import (
     CONTACT_SORTS,
     companies_visible,
     contacts_filter,
-    contacts_search,
+    contacts_search_counted,
 )
 from clm.customers.validation import AGE_BANDS, EMPLOYEE_BANDS, INCOME_BANDS
 
@@ -120,6 +120,8 @@ class ContactFilterForm(forms.Form):
         owners = owner_choices("") if owners is None else owners
         self.fields["owner"].choices = [("", "Anyone"), ("none", "Nobody"), *owners[1:]]
         self.company_obj: Company | None = None
+        # How many contacts apply() matched, when its search knew without counting.
+        self.match_count: int | None = None
         self.sort_field, self.sort_desc = "created_at", True
 
     def clean_country(self) -> str:
@@ -168,9 +170,9 @@ class ContactFilterForm(forms.Form):
                 empty = True
         if self.company_obj is not None:
             filters["company"] = self.company_obj.pk
-        qs = contacts_search(contacts_filter(qs, filters), data.get("q"))
+        qs, self.match_count = contacts_search_counted(contacts_filter(qs, filters), data.get("q"))
         if empty:
-            qs = qs.none()
+            qs, self.match_count = qs.none(), 0
         direction = "-" if self.sort_desc else ""
         return qs.order_by(f"{direction}{self.sort_field}", f"{direction}pk")
 

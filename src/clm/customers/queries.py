@@ -41,11 +41,18 @@ def contacts_search(qs: QuerySet[Contact], text: str | None) -> QuerySet[Contact
     Every branch is an index range, so a rare term stays fast at millions of contacts. Apply
     filters first: the search runs one bounded id query at call time (see SEARCH_PIN_LIMIT).
     """
+    return contacts_search_counted(qs, text)[0]
+
+
+def contacts_search_counted(qs: QuerySet[Contact],
+                            text: str | None) -> tuple[QuerySet[Contact], int | None]:
+    """contacts_search, and how many contacts of `qs` match when that is known for free (the
+    search pinned its matches; None otherwise): a list page needs no COUNT query then."""
     text = (text or "").strip().lower()
     if not text:
-        return qs
+        return qs, None
     if text.startswith("@"):
-        return qs.filter(email__endswith=text)  # a suffix has no index range: nothing to pin
+        return qs.filter(email__endswith=text), None  # a suffix has no index range to pin
     if "@" in text:
         matches = qs.filter(_prefix("email", text))
     else:
@@ -55,14 +62,15 @@ def contacts_search(qs: QuerySet[Contact], text: str | None) -> QuerySet[Contact
         matches = qs.annotate(last_name_lower=Lower("last_name")).filter(q)
     ids = list(matches.order_by().values_list("pk", flat=True)[: SEARCH_PIN_LIMIT + 1])
     if len(ids) > SEARCH_PIN_LIMIT:
-        return matches
+        return matches, None
     if not ids:
-        return qs.none()
+        return qs.none(), 0
     # Integers read from the database, inlined as literals: thousands of `pk__in` parameters
     # cost more to prepare and bind, on each query of the page, than the query itself.
     column = f"{connection.ops.quote_name(Contact._meta.db_table)}.{connection.ops.quote_name('id')}"
     pinned = f"{column} IN ({','.join(str(int(i)) for i in ids)})"
-    return qs.filter(RawSQL(pinned, (), output_field=BooleanField()))  # noqa: S611 - int() each
+    return (qs.filter(RawSQL(pinned, (), output_field=BooleanField())),  # noqa: S611 - int() each
+            len(ids))
 
 
 def contacts_filter(qs: QuerySet[Contact], filters: dict) -> QuerySet[Contact]:

@@ -113,7 +113,9 @@ def contact_list(request: HttpRequest) -> HttpResponse:
     searching = bool(request.GET.get("q") or form.active_filters or request.GET.get("company")
                      or segment)
     # A search or filter scans for matches, so its count stops sooner than the plain list's.
-    paginator = CappedPaginator(qs, PAGE_SIZE, cap=SEARCH_COUNT_CAP if searching else COUNT_CAP)
+    # The search's own count holds unless a segment narrows the list after it.
+    paginator = CappedPaginator(qs, PAGE_SIZE, cap=SEARCH_COUNT_CAP if searching else COUNT_CAP,
+                                known_count=None if segment else form.match_count)
     page = paginator.get_page(request.GET.get("page"))
     params = request.GET
     current_sort = ("-" if form.sort_desc else "") + form.sort_field

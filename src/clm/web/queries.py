@@ -34,15 +34,20 @@ class CappedPaginator(Paginator):
     Offset paging stays cheap while the offset is bounded by the cap; people narrow a list of a
     million contacts with search and filters rather than by paging through it. A page fetches
     one row more than it shows: when that row is missing this is the last page and the count
-    is known exactly, so a search with few matches runs no COUNT at all.
+    is known exactly, so a search with few matches runs no COUNT at all. A caller that knows
+    the count (`known_count`) spares the COUNT too.
     """
 
-    def __init__(self, object_list, per_page, *, cap: int = COUNT_CAP, **kwargs) -> None:
+    def __init__(self, object_list, per_page, *, cap: int = COUNT_CAP,
+                 known_count: int | None = None, **kwargs) -> None:
         super().__init__(object_list, per_page, **kwargs)
         self.cap = cap
+        self.known_count = known_count
 
     @cached_property
     def _capped(self) -> tuple[int, bool]:
+        if self.known_count is not None:  # e.g. a search that pinned its matches
+            return (self.cap, True) if self.known_count > self.cap else (self.known_count, False)
         return count_capped(self.object_list, self.cap)
 
     @cached_property
