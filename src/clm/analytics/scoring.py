@@ -7,6 +7,8 @@ built in memory with `summary_from_arrays`). Time unit of the BG/NBD model: week
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -84,6 +86,14 @@ class ScoreResult:
     errors: list = field(default_factory=list)
 
 
+def _timed_gg_fit(x: np.ndarray, zbar: np.ndarray) -> tuple[clv.GammaGammaFit | None, str, float]:
+    t = time.perf_counter()
+    try:
+        return clv.gg_fit(x, zbar), "", time.perf_counter() - t
+    except clv.FitError as exc:
+        return None, str(exc), time.perf_counter() - t
+
+
 def score(summary: Summary, as_of_day: int, *, horizon_months: int = 12,
           monthly_discount: float = 0.01, window_days: int = 90) -> ScoreResult:
     """Fit BG/NBD and Gamma-Gamma on the summary and score every buyer.
@@ -91,7 +101,6 @@ def score(summary: Summary, as_of_day: int, *, horizon_months: int = 12,
     A model that cannot be fitted (too little data) leaves its outputs NaN and says why in
     `errors`; RFM and historical CLV are always computed.
     """
-    import time
 
     t0 = time.perf_counter()
     x_int = summary.days - 1
@@ -118,19 +127,20 @@ def score(summary: Summary, as_of_day: int, *, horizon_months: int = 12,
     p_alive, expected, pred_clv = nan, nan, nan
     bg_fit = gg_fit = None
     diagnostics: dict = {}
-    t1 = time.perf_counter()
-    comp = clv.compress_days(x_int, t_x_days, T_days, unit_days=DAYS_PER_UNIT)
-    try:
-        bg_fit = clv.bgnbd_fit(comp.x, comp.t_x, comp.T, comp.weights)
-    except clv.FitError as exc:
-        errors.append(f"BG/NBD: {exc}")
-    timings["bgnbd_fit"] = time.perf_counter() - t1
-    t2 = time.perf_counter()
-    try:
-        gg_fit = clv.gg_fit(x, zbar)
-    except clv.FitError as exc:
-        errors.append(f"Gamma-Gamma: {exc}")
-    timings["gamma_gamma_fit"] = time.perf_counter() - t2
+    # Gamma-Gamma in a second thread while this one fits BG/NBD: both spend their time in
+    # NumPy/SciPy array functions, which release the GIL, so on two cores they overlap.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        gg_future = pool.submit(_timed_gg_fit, x, zbar)
+        t1 = time.perf_counter()
+        comp = clv.compress_days(x_int, t_x_days, T_days, unit_days=DAYS_PER_UNIT)
+        try:
+            bg_fit = clv.bgnbd_fit(comp.x, comp.t_x, comp.T, comp.weights)
+        except clv.FitError as exc:
+            errors.append(f"BG/NBD: {exc}")
+        timings["bgnbd_fit"] = time.perf_counter() - t1
+        gg_fit, gg_error, timings["gamma_gamma_fit"] = gg_future.result()
+    if gg_error:
+        errors.append(f"Gamma-Gamma: {gg_error}")
     t3 = time.perf_counter()
     if bg_fit is not None:
         bg = (bg_fit.r, bg_fit.alpha, bg_fit.a, bg_fit.b)
