@@ -55,3 +55,20 @@ def admin_client_logged_in(admin_user) -> Client:
     client = Client()
     client.force_login(admin_user)
     return client
+
+
+@pytest.fixture
+def reference_data(transactional_db):
+    """Transactional tests flush the database, seeded roles, stages and rules included (and
+    pytest-django runs them last, after one another): a transactional test that needs them
+    re-seeds them."""
+    from importlib import import_module
+
+    from django.apps import apps
+
+    from clm.accounts.services import roles_sync
+
+    roles_sync()
+    for name in ("0002_seed_stages_rules", "0003_rule_created_by_user",
+                 "0004_rules_imported_stage"):
+        import_module(f"clm.lifecycle.migrations.{name}").seed(apps, None)

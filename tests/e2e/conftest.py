@@ -30,18 +30,8 @@ def pytest_collection_modifyitems(items):
 
 
 @pytest.fixture(autouse=True)
-def reference_data(transactional_db):
-    """Transactional tests flush the database, seeded roles and stages included: re-seed."""
-    from importlib import import_module
-
-    from django.apps import apps
-
-    from clm.accounts.services import roles_sync
-
-    roles_sync()
-    for name in ("0002_seed_stages_rules", "0003_rule_created_by_user",
-                 "0004_rules_imported_stage"):
-        import_module(f"clm.lifecycle.migrations.{name}").seed(apps, None)
+def _seeded(reference_data):
+    """Every browser test starts from the seeded roles, stages and rules."""
 
 
 @pytest.fixture

@@ -155,7 +155,7 @@ def _stored_ids() -> tuple[list[int], list[int]]:
 
 @pytest.mark.skipif(connection.vendor != "sqlite", reason="worker processes run on SQLite only")
 @pytest.mark.django_db(transaction=True)
-def test_rebuild_in_worker_processes_gives_the_same_rows(histories, monkeypatch):
+def test_rebuild_in_worker_processes_gives_the_same_rows(reference_data, histories, monkeypatch):
     """Plans made in forked workers and written here: keep, repair, and build from nothing."""
     ids = _ids(histories)
     expected = test_equivalence.snapshot(ids)  # as the incremental engine left it
