@@ -7,7 +7,7 @@ not the seeded bench database, so nothing is left behind:
 1. Throughput: one process drives enrollments through set-property steps (no email): each
    step is a StepRun claim, `contact_update` (audit row, contact.updated event, consumers
    after commit) and the advance, committed per step as in production.
-2. Latency (target p95 <= 2 s): `clm runserver` and `clm db_worker` (default 1 s poll) run
+2. Latency (target p95 <= 2 s): `clm serve` and `clm db_worker` (default 1 s poll) run
    as subprocesses; each sample POSTs an event to /api/v1/events and polls
    /api/v1/contacts/<id> until the workflow's first step (a set-property) is visible.
 
@@ -144,9 +144,8 @@ def _services(var_dir: str):
     port = _free_port()
     log = open(Path(var_dir) / "services.log", "ab")  # noqa: SIM115 - closed below
     env = _env(var_dir)
-    web = subprocess.Popen([sys.executable, "-m", "clm", "runserver", f"127.0.0.1:{port}",
-                            "--noreload", "--skip-checks"], env=env, stdout=log, stderr=log,
-                           cwd=ROOT, start_new_session=True)
+    web = subprocess.Popen([sys.executable, "-m", "clm", "serve", "--port", str(port)],
+                           env=env, stdout=log, stderr=log, cwd=ROOT, start_new_session=True)
     worker = subprocess.Popen([sys.executable, "-m", "clm", "db_worker", "--queue-name", "*",
                                "--no-reload"], env=env, stdout=log, stderr=log, cwd=ROOT,
                               start_new_session=True)
@@ -231,7 +230,7 @@ def report(result: dict) -> str:
             f"**Event → first action p95 {s.p95_ms:,.0f} ms** (median {s.median_ms:,.0f} ms, "
             f"max {s.max_ms:,.0f} ms, n={s.n}; target ≤ {TARGET_P95_S:g} s: {verdict}"
             f"{late}). Real `clm "
-            "runserver` + `clm db_worker` (1 s poll interval) on a fresh SQLite database; the "
+            "serve` + `clm db_worker` (1 s poll interval) on a fresh SQLite database; the "
             "client POSTs an event to /api/v1/events and polls the contact over HTTP every "
             "20 ms until the workflow's set-property step shows. The worker's poll interval "
             "dominates: its median wait is half the interval.",

@@ -145,9 +145,10 @@ with idempotency keys), {raw_rows:,} rows in one transaction, committed; median 
 
 (2) HTTP: `POST /api/v1/events/batch` with {batch_size:,} events per request (95 % for
 known contacts by email, 5 % creating a new contact), {batches - 1} requests after one
-warm-up, {clients} client threads, Bearer token, Django's runserver (threaded, DEBUG off)
-on 127.0.0.1, against the same database file. Every event went through validation, the
-idempotency check, contact lookup/creation, the insert and the after-commit consumers.
+warm-up, {clients} client threads, Bearer token, `clm serve` (gunicorn, threaded, as
+`make run` serves; DEBUG off) on 127.0.0.1, against the same database file. Every event
+went through validation, the idempotency check, contact lookup/creation, the insert and
+the after-commit consumers.
 
 | measure | value |
 |---|---:|

@@ -85,9 +85,10 @@ def run(ctx: Context) -> list[Section]:
     header = ("| what | n | median ms | p95 ms | max ms | p95 ≤ 100 ms |\n"
               "|---|---:|---:|---:|---:|---|")
     text = (
-        f"Each line: {n} requests (after 3 warm-ups) over HTTP to Django's runserver (threaded, "
-        "DEBUG off) on 127.0.0.1, one at a time, with a logged-in session (pages) or a Bearer "
-        "token (API); different contacts and search terms on each request. Target: p95 ≤ "
+        f"Each line: {n} requests (after 3 warm-ups) over HTTP to `clm serve` (gunicorn's "
+        "threaded worker, as `make run` serves; DEBUG off) on 127.0.0.1, one at a time, with a "
+        "logged-in session (pages) or a Bearer token (API); different contacts and search "
+        "terms on each request. Target: p95 ≤ "
         f"{TARGET_MS:.0f} ms.\n\n" + header + "\n" + "\n".join(rows))
     if failures:
         text += "\n\nNot measured (the endpoint did not answer 200): " + "; ".join(failures)

@@ -132,12 +132,15 @@ class Context:
 
     @contextlib.contextmanager
     def server(self) -> Iterator[str]:
-        """A real HTTP server (Django's runserver, threaded, DEBUG off) on a free port."""
+        """The web server `make run` starts (`clm serve`: gunicorn, threaded), DEBUG off, on a
+        free port."""
+        from clm.core.management.commands.run_services import plan_services
+
         port = free_port()
+        web, = plan_services(host="127.0.0.1", port=port, worker=False, scheduler=False)
         log = open(self.var_dir / "server.log", "ab")  # noqa: SIM115 - closed below
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "clm", "runserver", f"127.0.0.1:{port}", "--noreload",
-             "--skip-checks"], env=self.env(), stdout=log, stderr=log, start_new_session=True)
+        proc = subprocess.Popen(web.argv, env=self.env(), stdout=log, stderr=log,
+                                start_new_session=True)
         base = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + 120

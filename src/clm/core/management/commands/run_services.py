@@ -1,9 +1,7 @@
 """`clm run_services [--host H] [--port P]`: the web server, the task worker and the
 scheduler, side by side, as child processes (what `make run` ends with).
 
-- web: Django's `runserver --noreload` on host:port. It serves static files itself while
-  DEBUG is on, which is what the embedded demo needs; production runs a WSGI server
-  instead (docs/operations.md).
+- web: `clm serve` on host:port (gunicorn, threaded worker; static files by WhiteNoise).
 - worker: `clm db_worker --queue-name * --no-reload` (Django Tasks, database backend).
 - scheduler: `clm run_scheduler`, when an installed app provides that command.
 
@@ -41,7 +39,7 @@ def plan_services(*, host: str, port: int, worker: bool = True,
                   scheduler: bool = True, commands: dict | None = None) -> list[Service]:
     """The child processes to start, in order."""
     available = get_commands() if commands is None else commands
-    services = [Service("web", clm_argv("runserver", f"{host}:{port}", "--noreload"))]
+    services = [Service("web", clm_argv("serve", "--host", host, "--port", str(port)))]
     if worker:
         services.append(Service("worker", clm_argv("db_worker", "--queue-name", "*",
                                                    "--no-reload")))
