@@ -5,7 +5,8 @@ keeps its database connection between requests (CONN_MAX_AGE). Django's runserve
 thread, and so a new connection, for every request; on the embedded SQLite database a new
 connection begins with an empty page cache, runs its PRAGMAs, and may checkpoint the WAL
 when it closes: tens of milliseconds a page at a million contacts. Static files are served
-by WhiteNoise (settings), as in production.
+by WhiteNoise (settings), as in production. On SQLite each worker process also runs a
+clm.core.sqlite.WalRestarter, so the WAL does not grow without end while its threads write.
 
 `make run` serves with this (through run_services); production may run the same command or
 gunicorn itself (docs/operations.md).
@@ -31,6 +32,15 @@ def _positive(name: str, value: str | int) -> int:
     return number
 
 
+def start_wal_restarter(worker=None) -> None:
+    """gunicorn's post_worker_init hook: keep the SQLite WAL from growing under load."""
+    from clm.core.sqlite import WalRestarter
+
+    restarter = WalRestarter.for_database()
+    if restarter is not None:
+        restarter.start()
+
+
 def gunicorn_options(*, host: str, port: int, threads: int, workers: int,
                      access_log: bool) -> dict:
     """The gunicorn settings `serve` runs with."""
@@ -51,6 +61,7 @@ def gunicorn_options(*, host: str, port: int, threads: int, workers: int,
         # gunicorn's runtime control socket defaults to one path per user ($HOME/.gunicorn):
         # a second server (tests, a second instance) would take over the first one's.
         "control_socket_disable": True,
+        "post_worker_init": start_wal_restarter,
     }
 
 
