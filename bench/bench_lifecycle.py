@@ -5,8 +5,10 @@ Target (issue #3): `clm lifecycle_rebuild` at 1M contacts / 10M events in at mos
 In `make bench` the rebuild runs as the real command (a subprocess, Django start-up
 included) on the seeded database, twice: the first run after seeding builds every history
 row, state and stage.changed event from nothing; the second finds everything equal (the
-steady state of a nightly rebuild). BENCH_LIFECYCLE_FROM_EMPTY=1 empties the lifecycle's
-output first, so the first run builds from nothing on a reused database too.
+steady state of a nightly rebuild). Then twice after a change of the rules, what a rebuild is
+run for: the churn window (CLM_CHURN_AFTER_DAYS) from 365 to 180 days, and back.
+BENCH_LIFECYCLE_FROM_EMPTY=1 empties the lifecycle's output first, so the first run builds
+from nothing on a reused database too.
 
 Standalone (own throwaway SQLite database):
     CLM_VAR_DIR=$(mktemp -d) python -m bench.bench_lifecycle 10000 10   # contacts, events each
@@ -135,8 +137,12 @@ SUMMARY = re.compile(r"Rebuilt ([\d,]+) contacts from ([\d,]+) events: ([\d,]+) 
                      r"in ([\d.]+) s(?: \((.*)\))?")
 
 
-def rebuild_command(env: dict[str, str]) -> dict:
-    """Run `clm lifecycle_rebuild` as a user would; wall time includes Django's start-up."""
+def rebuild_command(env: dict[str, str], **settings: str) -> dict:
+    """Run `clm lifecycle_rebuild` as a user would; wall time includes Django's start-up.
+
+    `settings`: environment variables for this run (e.g. CLM_CHURN_AFTER_DAYS="180").
+    """
+    env = {**env, **settings}
     started = time.perf_counter()
     out = subprocess.run([sys.executable, "-m", "clm", "lifecycle_rebuild"], env=env,
                          capture_output=True, text=True, check=True).stdout
@@ -243,6 +249,11 @@ def run(ctx):
     total = Event.objects.exclude(kind="stage.changed").count()
     runs = [(first, rebuild_command(ctx.env()))]
     runs.append(("second run, nothing changed", rebuild_command(ctx.env())))
+    # Why people rebuild: a rule changed. Here the churn window (days without a purchase
+    # before a customer churns) goes from 365 to 180 days, then back.
+    runs.append(("third run, after the churn window changed from 365 to 180 days",
+                 rebuild_command(ctx.env(), CLM_CHURN_AFTER_DAYS="180")))
+    runs.append(("fourth run, churn window back to 365 days", rebuild_command(ctx.env())))
     ctx.refresh_counts()
     return [Section("Lifecycle engine and rebuild",
                     report(fold_eps=fold_eps, inc=inc, late=late, runs=runs,
