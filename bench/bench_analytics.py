@@ -72,6 +72,15 @@ def generate(n_customers: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray, n
 
 
 def _peak_mb() -> float:
+    """This process's peak resident memory. Linux keeps ru_maxrss across exec, so a stage
+    started by a large parent would report the parent's size; VmHWM belongs to this
+    process's own address space."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
