@@ -12,7 +12,7 @@ from datetime import date, datetime
 from typing import Annotated, Any
 
 from ninja import Schema
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from clm.core.pagination import page_limit, paginate  # noqa: F401 - re-exported for routers
 from clm.core.types import MAX_ID, Id  # noqa: F401 - re-exported for routers
@@ -61,7 +61,14 @@ class ListOut(Schema):
     next_cursor: str | None = None
 
 
-class ErrorOut(Schema):
+class PlainOut(BaseModel):
+    """Base of outputs built from plain dicts, such as the 1,000 results of a batch: without
+    ninja's Schema, whose getter wraps every item (about 50 ms per 1,000-event answer)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+
+class ErrorOut(PlainOut):
     code: str
     message: str
     field: str | None = None
@@ -178,14 +185,14 @@ class ContactBatchIn(BatchSchema):
         json_schema_extra={"items": ContactIn.model_json_schema()})
 
 
-class ContactBatchResultOut(Schema):
+class ContactBatchResultOut(PlainOut):
     index: int
     status: str = Field(description="created, updated, unchanged or rejected")
     id: int | None = None
     error: ErrorOut | None = None
 
 
-class ContactBatchOut(Schema):
+class ContactBatchOut(PlainOut):
     results: list[ContactBatchResultOut]
 
 

@@ -14,7 +14,16 @@ from clm.accounts.queries import visible
 from clm.core.errors import DomainError, ValidationFailed
 from clm.customers.api import _get, require
 from clm.customers.queries import contacts_visible
-from clm.customers.schemas import MAX_ID, BatchSchema, ErrorOut, Id, InSchema, ListOut, paginate
+from clm.customers.schemas import (
+    MAX_ID,
+    BatchSchema,
+    ErrorOut,
+    Id,
+    InSchema,
+    ListOut,
+    PlainOut,
+    paginate,
+)
 from clm.timeline.ingest import KIND_PATTERN, IngestEventIn, event_record_external, events_ingest
 from clm.timeline.models import Event
 
@@ -54,7 +63,7 @@ class EventBatchIn(BatchSchema):
         json_schema_extra={"items": IngestEventIn.model_json_schema()})
 
 
-class IngestResultOut(Schema):
+class IngestResultOut(PlainOut):
     index: int
     idempotency_key: str | None
     status: str = Field(description="created, duplicate or rejected")
@@ -62,7 +71,7 @@ class IngestResultOut(Schema):
     error: ErrorOut | None = None
 
 
-class EventBatchOut(Schema):
+class EventBatchOut(PlainOut):
     results: list[IngestResultOut]
     created: int
     duplicate: int
