@@ -74,6 +74,35 @@ def test_last_activity_never_moves_backwards(admin_api):
     assert contact.last_activity_at == datetime(2025, 6, 1, tzinfo=UTC)
 
 
+@pytest.mark.django_db(transaction=True)
+def test_known_contacts_last_activity_moves_in_the_worker_after_the_batch(admin_api):
+    """With the real task backend the batch answers first; the worker moves last_activity_at."""
+    from django.core.management import call_command
+    from django.test import override_settings
+    from django_tasks_db.models import DBTaskResult
+
+    known = ContactFactory(email="visitor0@example.com",
+                           last_activity_at=datetime(2025, 1, 1, tzinfo=UTC))
+    db_tasks = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend",
+                            "QUEUES": ["default"]}}
+    with override_settings(TASKS=db_tasks):
+        body = send(admin_api, [event(0), event(7), event(1)]).json()
+        assert body["created"] == 3
+        known.refresh_from_db()
+        assert known.last_activity_at == datetime(2025, 1, 1, tzinfo=UTC)  # not yet
+        # Created with the batch: a new contact's last activity is set at once.
+        created = Contact.objects.get(email="visitor1@example.com")
+        assert created.last_activity_at == datetime(2025, 3, 1, 10, 1, tzinfo=UTC)
+        touch = DBTaskResult.objects.get(
+            task_path="clm.timeline.tasks.contacts_last_activity_touch")
+        assert touch.status == "READY"
+        call_command("db_worker", batch=True, startup_delay=False, reload=False, verbosity=0)
+    known.refresh_from_db()
+    assert known.last_activity_at == datetime(2025, 3, 1, 10, 7, tzinfo=UTC)
+    touch.refresh_from_db()
+    assert touch.status == "SUCCESSFUL"
+
+
 def test_mixed_batch_keeps_the_good_and_rejects_the_bad(admin_api):
     future = (timezone.now() + timedelta(days=2)).isoformat()
     events = [

@@ -2,10 +2,11 @@
 
 The bulk path does a fixed number of queries per batch whatever its size (find the known
 idempotency keys, resolve contacts by email / external id, create the unknown contacts,
-insert the events, move `last_activity_at`), so a batch of 1,000 costs about as many round
-trips as a batch of 10. Correctness under concurrent retries rests on the unique
-`Event.idempotency_key`: when a bulk insert meets a key another request has just written,
-the batch falls back to inserting its events one by one and answers `duplicate` for those.
+insert the events, leave the contacts' `last_activity_at` to a background task), so a batch
+of 1,000 costs about as many round trips as a batch of 10. Correctness under concurrent
+retries rests on the unique `Event.idempotency_key`: when a bulk insert meets a key another
+request has just written, the batch falls back to inserting its events one by one and
+answers `duplicate` for those.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from clm.customers.properties import validate_properties
 from clm.customers.services import search_text_for
 from clm.customers.validation import clean_contact_fields
 from clm.timeline.models import Event
-from clm.timeline.services import event_record, events_insert_rows
+from clm.timeline.services import contacts_last_activity_touch, event_record, events_insert_rows
 
 SOURCE = "ingest"
 KIND_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$"
@@ -363,30 +364,6 @@ def _insert_events(pendings: list[_Pending], created_events: list[tuple],
             p.result.status, p.result.event_id = "duplicate", existing
 
 
-def _touch_last_activity(latest: dict[int, datetime]) -> None:
-    """Move each contact's last_activity_at forward to its latest event (one statement).
-
-    Raw SQL because an ORM Case/When over 1,000 contacts costs more to compile than the
-    whole insert; UPDATE … FROM works on PostgreSQL and SQLite >= 3.33.
-    """
-    if not latest:
-        return
-    ops = connection.ops
-    table = connection.ops.quote_name(Contact._meta.db_table)
-    row = "(%s::bigint, %s::timestamptz)" if connection.vendor == "postgresql" else "(%s, %s)"
-    params: list[Any] = []
-    for pk, at in latest.items():
-        params += [pk, ops.adapt_datetimefield_value(at)]
-    sql = (
-        f"WITH v(id, at) AS (VALUES {', '.join([row] * len(latest))}) "  # noqa: S608 - no user text
-        f"UPDATE {table} SET last_activity_at = v.at FROM v "
-        f"WHERE {table}.id = v.id AND ({table}.last_activity_at IS NULL "
-        f"OR {table}.last_activity_at < v.at)"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-
-
 @transaction.atomic
 def events_ingest(*, items: list[Any], actor) -> list[IngestResult]:
     """Record a batch of outside events idempotently; answer each item in order.
@@ -471,7 +448,14 @@ def events_ingest(*, items: list[Any], actor) -> list[IngestResult]:
     for p in ready:
         if p.result.status == "created":
             latest[p.contact_id] = max(latest.get(p.contact_id, p.occurred_at), p.occurred_at)
-    _touch_last_activity(latest)
+    if latest:
+        # In the worker, after this commits (the task row is part of this transaction):
+        # updating 1,000 contacts' rows and their last-activity index was a sixth of a
+        # batch's cost, for a value that may lag the timeline by a second.
+        from clm.timeline.tasks import contacts_last_activity_touch
+
+        contacts_last_activity_touch.enqueue(
+            [[pk, at.isoformat()] for pk, at in sorted(latest.items())])
 
     for p, first in repeats:
         if first.result.status in ("created", "duplicate"):
@@ -513,5 +497,5 @@ def event_record_external(*, contact: Contact, kind: str, occurred_at: datetime 
             raise Conflict("This idempotency_key belongs to another event.",
                            field="idempotency_key", code="duplicate") from None
         return existing, False
-    _touch_last_activity({contact.pk: occurred_at})
+    contacts_last_activity_touch({contact.pk: occurred_at})
     return event, True
