@@ -155,12 +155,12 @@ known contacts' last_activity_at) is not part of this figure (no worker runs her
 |---|---:|
 | raw insert, rows/s | {raw:,.0f} |
 | HTTP ingest, events/s | {http_rate:,.0f} |
-| HTTP / raw | {ratio:.0%} (target ≥ {TARGET_RATIO:.0%}: {verdict}) |
+| HTTP / raw | {ratio:.1%} (target ≥ {TARGET_RATIO:.0%}: {verdict}) |
 | events created (of {sent + batch_size:,} sent) | {created[0] + warm_created:,} |
 | request latency median / p95 | {lat.median_ms:,.0f} ms / {lat.p95_ms:,.0f} ms |
 | retried batch: created / duplicate | {retry.get("created")} / {retry.get("duplicate")} |
 """
     if errors:
         text += f"\nErrors ({len(errors)}): {errors[:3]}\n"
-    print(f"   HTTP ingest: {http_rate:,.0f} events/s = {ratio:.0%} of raw", flush=True)
+    print(f"   HTTP ingest: {http_rate:,.0f} events/s = {ratio:.1%} of raw", flush=True)
     return [Section("Ingest: HTTP batch vs raw insert", text)]
