@@ -54,6 +54,27 @@ def raw_insert_rate(*, rows: int, contact_ids: list[int], run_id: str) -> float:
     return rows / (time.perf_counter() - t0)
 
 
+def _background_work(ctx: Context, *, since: datetime, events: int) -> dict:
+    """Run the real task worker once over the tasks enqueued since `since` (the background
+    work of `events` ingested events); how fast it got through them."""
+    import subprocess
+    import sys
+
+    from django_tasks_db.models import DBTaskResult
+
+    tasks = DBTaskResult.objects.filter(enqueued_at__gte=since, status="READY").count()
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "clm", "db_worker", "--batch", "--queue-name", "*",
+                    "--no-startup-delay", "--no-reload"], env=ctx.env(), check=True,
+                   capture_output=True)
+    seconds = time.perf_counter() - t0
+    failed = DBTaskResult.objects.filter(enqueued_at__gte=since).exclude(
+        status="SUCCESSFUL").count()
+    rate = f"{events / seconds:,.0f} ({tasks:,} tasks in {seconds:,.1f} s, worker start included" + (
+        f"; {failed} not successful)" if failed else ")")
+    return {"tasks": tasks, "rate": rate}
+
+
 def run(ctx: Context) -> list[Section]:
     from django.db import connection
 
@@ -97,6 +118,7 @@ def run(ctx: Context) -> list[Section]:
     errors: list[str] = []
     lock = threading.Lock()
 
+    started = datetime.now(UTC)
     with ctx.server() as base:
         url = f"{base}/api/v1/events/batch"
         r = request("POST", url, headers=headers, body=bodies[0])  # warm-up (counted below)
@@ -133,6 +155,8 @@ def run(ctx: Context) -> list[Section]:
         # a retried batch must create nothing
         retry = request("POST", url, headers=headers, body=bodies[-1]).json()
 
+    background = _background_work(ctx, since=started, events=created[0] + warm_created)
+
     sent = (batches - 1) * batch_size
     http_rate = sent / wall
     ratio = http_rate / raw
@@ -148,8 +172,10 @@ known contacts by email, 5 % creating a new contact), {batches - 1} requests aft
 warm-up, {clients} client threads, Bearer token, `clm serve` (gunicorn, threaded, as
 `make run` serves; DEBUG off) on 127.0.0.1, against the same database file. Every event
 went through validation, the idempotency check, contact lookup/creation, the insert and
-the after-commit consumers; the work those hand to the task worker (the lifecycle engine,
-known contacts' last_activity_at) is not part of this figure (no worker runs here).
+the after-commit consumers. What the consumers hand to the task worker (the lifecycle
+engine, purchases and active months, known contacts' last_activity_at) is not part of this
+figure: no worker runs meanwhile. (3) The task worker afterwards: `clm db_worker --batch`
+run once over the {background["tasks"]:,} tasks those requests left, one process.
 
 | measure | value |
 |---|---:|
@@ -159,6 +185,7 @@ known contacts' last_activity_at) is not part of this figure (no worker runs her
 | events created (of {sent + batch_size:,} sent) | {created[0] + warm_created:,} |
 | request latency median / p95 | {lat.median_ms:,.0f} ms / {lat.p95_ms:,.0f} ms |
 | retried batch: created / duplicate | {retry.get("created")} / {retry.get("duplicate")} |
+| task worker: the requests' background work, events/s | {background["rate"]} |
 """
     if errors:
         text += f"\nErrors ({len(errors)}): {errors[:3]}\n"

@@ -28,6 +28,31 @@ def order(contact, day: str, amount, order_id: str | None = None):
                         source="ingest", properties=props)
 
 
+@pytest.mark.django_db(transaction=True)
+def test_purchases_from_events_are_recorded_by_the_task_worker():
+    """With the real task backend the commit only enqueues; `db_worker` records the purchase
+    and the contact's active month."""
+    from django.core.management import call_command
+    from django.db import transaction
+    from django.test import override_settings
+
+    from clm.analytics.models import ActivityMonth
+
+    contact = ContactFactory()
+    db_tasks = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend",
+                            "QUEUES": ["default"]}}
+    with override_settings(TASKS=db_tasks):
+        with transaction.atomic():
+            order(contact, "2024-03-01", "19.90", "W-1")
+        assert not Transaction.objects.exists()
+        call_command("db_worker", batch=True, startup_delay=False, reload=False, verbosity=0)
+    t = Transaction.objects.get()
+    assert (t.contact_id, t.order_reference, t.amount) == (contact.pk, "W-1",
+                                                          services.Decimal("19.90"))
+    # Active in the month of the order and in the month it was created (contact.created).
+    assert ActivityMonth.objects.filter(contact=contact).count() == 2
+
+
 def test_order_completed_event_becomes_one_transaction(django_capture_on_commit_callbacks):
     contact = ContactFactory()
     with django_capture_on_commit_callbacks(execute=True):

@@ -79,6 +79,33 @@ def _parse_moment(value: Any) -> datetime:
 # Purchases from order.completed events
 # --------------------------------------------------------------------------------------
 
+# A merge moves the losers' purchases to the survivor (customers.merging moves every row
+# that points at a contact), which the survivor's purchase summary must then include.
+MERGED = "contact.merged"
+
+
+def events_committed_process(event_ids: Iterable[int]) -> int:
+    """Record the purchases of committed `order.completed` events (idempotent, in bulk), the
+    months in which contacts were active, and recompute the purchase summary and active
+    months of contacts that absorbed others in a merge. Returns the purchases added.
+    """
+    ids = list(event_ids)
+    # By primary key only, kind checked here: with `kind IN` in SQL, SQLite may walk the kind
+    # index over every order ever placed instead of looking up these ids.
+    wanted = {ORDER_COMPLETED, MERGED}
+    rows = [row for row in Event.objects.filter(pk__in=ids)
+            .values_list("pk", "kind", "contact_id") if row[1] in wanted]
+    orders = [pk for pk, kind, _ in rows if kind == ORDER_COMPLETED]
+    added = transactions_from_events(orders) if orders else 0
+    merged = {contact_id for _, kind, contact_id in rows if kind == MERGED}
+    with transaction.atomic():
+        summary.activity_months_add(ids)
+        if merged:
+            purchase_summaries_update(contact_ids=merged)
+            summary.activity_months_update(merged)
+    return added
+
+
 def transactions_from_events(event_ids: Iterable[int]) -> int:
     """Turn `order.completed` events among `event_ids` into purchases; returns rows added.
 
@@ -88,7 +115,7 @@ def transactions_from_events(event_ids: Iterable[int]) -> int:
     ids = list(event_ids)
     if not ids:
         return 0
-    # Looked up by primary key only (see consumers.on_events_committed for why).
+    # Looked up by primary key only (see events_committed_process for why).
     events = [e for e in Event.objects.filter(pk__in=ids)
               .only("pk", "kind", "contact_id", "occurred_at", "properties")
               if e.kind == ORDER_COMPLETED]

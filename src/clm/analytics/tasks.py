@@ -5,7 +5,14 @@ from __future__ import annotations
 from django_tasks import task
 
 from clm.analytics.models import RefreshRun
-from clm.analytics.services import refresh_execute, refresh_scheduled
+from clm.analytics.services import events_committed_process, refresh_execute, refresh_scheduled
+
+
+@task()
+def analytics_events_process(event_ids: list[int]) -> int:
+    """Committed events: purchases, active months, merged contacts' summaries (idempotent).
+    Returns the purchases added."""
+    return events_committed_process(event_ids)
 
 
 @task()
